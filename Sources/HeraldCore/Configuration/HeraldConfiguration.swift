@@ -1,0 +1,172 @@
+/// Everything `herald serve` needs, read from the environment (flags may override single values).
+/// Validation happens once, at start-up: a bad value stops the process with one line saying which and why.
+public struct HeraldConfiguration: Sendable {
+    public enum AgentKind: String, Sendable, CaseIterable {
+        case langgraph
+        case generic
+    }
+
+    public var redisURL: String
+    public var databaseURL: String
+    public var agentURL: String
+    public var agentKind: AgentKind
+    public var agentAssistantID: String
+    /// Base of the callback URL handed to the engine, e.g. `https://herald.example.com`.
+    public var publicURL: String
+    public var host: String
+    public var port: Int
+    public var heartbeatSeconds: Double
+    public var runTimeoutSeconds: Double
+    public var logMaxLength: Int
+    public var logTTLSeconds: Int
+    /// Prefix of the Redis channel and log keys; `sse:thread:` gives `sse:thread:{id}` and `sse:thread:{id}:log`.
+    public var channelPrefix: String
+    public var databasePoolSize: Int
+    /// Upper bound of a request body, in bytes.
+    public var maxBodyBytes: Int
+    /// Longest accepted message content, in UTF-8 bytes.
+    public var maxContentBytes: Int
+    /// A stream whose unsent backlog passes either bound is disconnected (it resumes with Last-Event-ID).
+    public var streamQueueMaxFrames: Int
+    public var streamQueueMaxBytes: Int
+    /// Attempts to deliver a run to the engine before the run is marked failed.
+    public var agentMaxAttempts: Int
+
+    public init(
+        redisURL: String = "redis://127.0.0.1:6379",
+        databaseURL: String = "postgresql://postgres@127.0.0.1:5432/herald",
+        agentURL: String = "http://127.0.0.1:8090",
+        agentKind: AgentKind = .langgraph,
+        agentAssistantID: String = "agent",
+        publicURL: String = "http://127.0.0.1:8080",
+        host: String = "127.0.0.1",
+        port: Int = 8080,
+        heartbeatSeconds: Double = 15,
+        runTimeoutSeconds: Double = 300,
+        logMaxLength: Int = 1000,
+        logTTLSeconds: Int = 3600,
+        channelPrefix: String = "sse:thread:",
+        databasePoolSize: Int = 8,
+        maxBodyBytes: Int = 1 << 20,
+        maxContentBytes: Int = 64 * 1024,
+        streamQueueMaxFrames: Int = 1024,
+        streamQueueMaxBytes: Int = 4 << 20,
+        agentMaxAttempts: Int = 5
+    ) {
+        self.redisURL = redisURL
+        self.databaseURL = databaseURL
+        self.agentURL = agentURL
+        self.agentKind = agentKind
+        self.agentAssistantID = agentAssistantID
+        self.publicURL = publicURL
+        self.host = host
+        self.port = port
+        self.heartbeatSeconds = heartbeatSeconds
+        self.runTimeoutSeconds = runTimeoutSeconds
+        self.logMaxLength = logMaxLength
+        self.logTTLSeconds = logTTLSeconds
+        self.channelPrefix = channelPrefix
+        self.databasePoolSize = databasePoolSize
+        self.maxBodyBytes = maxBodyBytes
+        self.maxContentBytes = maxContentBytes
+        self.streamQueueMaxFrames = streamQueueMaxFrames
+        self.streamQueueMaxBytes = streamQueueMaxBytes
+        self.agentMaxAttempts = agentMaxAttempts
+    }
+}
+
+/// A setting that is missing or malformed; `description` is the one line printed at start-up.
+public struct ConfigurationError: Error, CustomStringConvertible, Equatable {
+    public let variable: String
+    public let reason: String
+    public var description: String { "configuration error: \(variable) \(reason)" }
+}
+
+extension HeraldConfiguration {
+    /// Reads every setting from `environment`, falling back to the defaults above where a variable is unset.
+    public static func fromEnvironment(_ environment: [String: String]) throws(ConfigurationError) -> HeraldConfiguration {
+        var reader = EnvironmentReader(environment: environment)
+        let defaults = HeraldConfiguration()
+        var configuration = defaults
+        configuration.redisURL = try reader.url("REDIS_URL", schemes: ["redis"], default: defaults.redisURL)
+        configuration.databaseURL = try reader.url("DATABASE_URL", schemes: ["postgres", "postgresql"], default: defaults.databaseURL)
+        configuration.agentURL = try reader.url("AGENT_URL", schemes: ["http", "https"], default: defaults.agentURL)
+        configuration.agentKind = try reader.choice("AGENT_KIND", default: defaults.agentKind)
+        configuration.agentAssistantID = try reader.string("AGENT_ASSISTANT_ID", default: defaults.agentAssistantID)
+        configuration.publicURL = try reader.url("PUBLIC_URL", schemes: ["http", "https"], default: defaults.publicURL)
+        configuration.host = try reader.string("HERALD_HOST", default: defaults.host)
+        configuration.port = try reader.integer("HERALD_PORT", default: defaults.port, range: 0...65535)
+        configuration.heartbeatSeconds = try reader.seconds("HERALD_HEARTBEAT_SECONDS", default: defaults.heartbeatSeconds)
+        configuration.runTimeoutSeconds = try reader.seconds("HERALD_RUN_TIMEOUT_SECONDS", default: defaults.runTimeoutSeconds)
+        configuration.logMaxLength = try reader.integer("HERALD_LOG_MAXLEN", default: defaults.logMaxLength, range: 1...10_000_000)
+        configuration.logTTLSeconds = try reader.integer("HERALD_LOG_TTL_SECONDS", default: defaults.logTTLSeconds, range: 1...(365 * 86400))
+        configuration.channelPrefix = try reader.string("HERALD_CHANNEL_PREFIX", default: defaults.channelPrefix)
+        configuration.databasePoolSize = try reader.integer("HERALD_DATABASE_POOL_SIZE", default: defaults.databasePoolSize, range: 1...256)
+        configuration.maxBodyBytes = try reader.integer("HERALD_MAX_BODY_BYTES", default: defaults.maxBodyBytes, range: 1024...(64 << 20))
+        configuration.maxContentBytes = try reader.integer("HERALD_MAX_CONTENT_BYTES", default: defaults.maxContentBytes, range: 1...(16 << 20))
+        configuration.streamQueueMaxFrames = try reader.integer("HERALD_STREAM_QUEUE_FRAMES", default: defaults.streamQueueMaxFrames, range: 1...1_000_000)
+        configuration.streamQueueMaxBytes = try reader.integer("HERALD_STREAM_QUEUE_BYTES", default: defaults.streamQueueMaxBytes, range: 1024...(1 << 30))
+        configuration.agentMaxAttempts = try reader.integer("HERALD_AGENT_MAX_ATTEMPTS", default: defaults.agentMaxAttempts, range: 1...100)
+        return configuration
+    }
+}
+
+private struct EnvironmentReader {
+    let environment: [String: String]
+
+    private func value(_ name: String) -> String? {
+        guard let raw = environment[name] else { return nil }
+        let trimmed = raw.trimmingWhitespace()
+        return trimmed.isEmpty ? nil : trimmed
+    }
+
+    func string(_ name: String, default fallback: String) throws(ConfigurationError) -> String {
+        value(name) ?? fallback
+    }
+
+    func url(_ name: String, schemes: Set<String>, default fallback: String) throws(ConfigurationError) -> String {
+        guard let raw = value(name) else { return fallback }
+        guard let colon = raw.firstIndex(of: ":"), schemes.contains(raw[..<colon].lowercased()),
+              raw[colon...].hasPrefix("://"), raw.count > raw.distance(from: raw.startIndex, to: colon) + 3
+        else {
+            let expected = schemes.sorted().map { "\($0)://" }.joined(separator: " or ")
+            throw ConfigurationError(variable: name, reason: "must be a URL starting with \(expected), got \"\(raw)\"")
+        }
+        return raw.hasSuffix("/") && schemes.contains("http") ? String(raw.dropLast()) : raw
+    }
+
+    func integer(_ name: String, default fallback: Int, range: ClosedRange<Int>) throws(ConfigurationError) -> Int {
+        guard let raw = value(name) else { return fallback }
+        guard let number = Int(raw), range.contains(number) else {
+            throw ConfigurationError(variable: name, reason: "must be an integer in \(range.lowerBound)...\(range.upperBound), got \"\(raw)\"")
+        }
+        return number
+    }
+
+    func seconds(_ name: String, default fallback: Double) throws(ConfigurationError) -> Double {
+        guard let raw = value(name) else { return fallback }
+        guard let number = Double(raw), number.isFinite, number > 0, number <= 86400 else {
+            throw ConfigurationError(variable: name, reason: "must be a number of seconds in (0, 86400], got \"\(raw)\"")
+        }
+        return number
+    }
+
+    func choice<Choice: RawRepresentable & CaseIterable>(_ name: String, default fallback: Choice) throws(ConfigurationError) -> Choice
+    where Choice.RawValue == String {
+        guard let raw = value(name) else { return fallback }
+        guard let choice = Choice(rawValue: raw.lowercased()) else {
+            let allowed = Choice.allCases.map(\.rawValue).joined(separator: "|")
+            throw ConfigurationError(variable: name, reason: "must be one of \(allowed), got \"\(raw)\"")
+        }
+        return choice
+    }
+}
+
+extension String {
+    func trimmingWhitespace() -> String {
+        var scalars = Substring(self)
+        while let first = scalars.first, first.isWhitespace { scalars.removeFirst() }
+        while let last = scalars.last, last.isWhitespace { scalars.removeLast() }
+        return String(scalars)
+    }
+}

@@ -1,0 +1,170 @@
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import RedisClient
+import ServiceLifecycle
+
+/// The node's fan-out: ONE Redis subscriber connection, a channel subscribed while at least one local client
+/// watches its thread, and every frame that arrives written as the same buffer to each of those clients.
+public final class FanoutHub: Service, Sendable {
+    private struct Registry {
+        var connections: [String: [UInt64: StreamConnection]] = [:]
+        var nextID: UInt64 = 0
+        var count = 0
+    }
+
+    public let keys: ThreadKeys
+    private let subscriber: RedisSubscriber
+    private let subscriptions: ChannelSubscriptions
+    private let registry = NIOLockedValueBox(Registry())
+    private let logger: Logger
+
+    public init(redis: RedisConfiguration, nodeName: String, keys: ThreadKeys, logger: Logger) {
+        self.keys = keys
+        self.logger = logger
+        let registry = self.registry
+        let subscriber = RedisSubscriber(
+            configuration: redis,
+            name: "herald-sub-\(nodeName)",
+            logger: logger,
+            onMessage: { channel, payload in
+                FanoutHub.deliver(payload, on: channel, registry: registry)
+            },
+            onEvent: { event in
+                FanoutHub.handle(event, registry: registry, logger: logger)
+            }
+        )
+        self.subscriber = subscriber
+        self.subscriptions = ChannelSubscriptions(subscriber: subscriber)
+    }
+
+    /// Registers a client for `thread` and returns once Redis confirmed the channel subscription, so that every
+    /// frame published from now on reaches the connection's queue.
+    public func open(thread: UUID, limits: StreamConnection.Limits) async throws(DependencyUnavailable) -> StreamConnection {
+        let channel = keys.channel(thread)
+        do {
+            try await subscriptions.acquire(channel)
+        } catch {
+            throw DependencyUnavailable(dependency: "redis", underlying: "subscribe failed: \(error)")
+        }
+        let id = registry.withLockedValue { registry -> UInt64 in
+            registry.nextID += 1
+            return registry.nextID
+        }
+        let connection = StreamConnection(id: id, thread: thread, limits: limits) { [registry, subscriptions] connection, _ in
+            let emptied = registry.withLockedValue { registry -> Bool in
+                guard registry.connections[channel]?.removeValue(forKey: connection.id) != nil else { return false }
+                registry.count -= 1
+                if registry.connections[channel]?.isEmpty == true {
+                    registry.connections[channel] = nil
+                }
+                return true
+            }
+            if emptied {
+                Task { await subscriptions.release(channel) }
+            }
+        }
+        registry.withLockedValue { registry in
+            registry.connections[channel, default: [:]][id] = connection
+            registry.count += 1
+        }
+        return connection
+    }
+
+    /// Open client connections on this node.
+    public var connectionCount: Int { registry.withLockedValue { $0.count } }
+    /// Threads with at least one local client, i.e. channels this node wants subscribed.
+    public var channelCount: Int { registry.withLockedValue { $0.connections.count } }
+    public var isSubscriberConnected: Bool { subscriber.isConnected }
+
+    public func run() async throws {
+        try await withGracefulShutdownHandler {
+            try await subscriber.run()
+        } onGracefulShutdown: { [self] in
+            endAll(.shutdown)
+            subscriber.shutdown()
+        }
+        endAll(.shutdown)
+    }
+
+    public func endAll(_ reason: StreamConnection.EndReason) {
+        let all = registry.withLockedValue { $0.connections.values.flatMap(\.values) }
+        for connection in all {
+            connection.end(reason)
+        }
+    }
+
+    private static func deliver(_ frame: ByteBuffer, on channel: String, registry: NIOLockedValueBox<Registry>) {
+        guard let targets = registry.withLockedValue({ $0.connections[channel].map { Array($0.values) } }) else { return }
+        for connection in targets {
+            connection.push(frame)
+        }
+        if FrameEncoder.eventName(of: frame) == Substring(StreamEventName.threadDeleted.rawValue) {
+            for connection in targets {
+                connection.end(.threadDeleted)
+            }
+        }
+    }
+
+    private static func handle(_ event: RedisSubscriber.Event, registry: NIOLockedValueBox<Registry>, logger: Logger) {
+        switch event {
+        case .connected, .reconnected:
+            logger.info("redis subscriber connected", metadata: ["event": "\(event)"])
+        case .disconnected:
+            // Whatever is published until the subscriptions are back is missed live; each client reads it
+            // from the log before its next live frame.
+            logger.warning("redis subscriber disconnected; streams will catch up from the log")
+            let all = registry.withLockedValue { $0.connections.values.flatMap(\.values) }
+            for connection in all {
+                connection.pushCatchUp()
+            }
+        }
+    }
+}
+
+/// Reference counts of wanted channels. The first acquire subscribes (and everyone acquiring meanwhile waits
+/// for the same confirmation); the last release unsubscribes. Serialized by the actor, so the commands reach
+/// the subscriber connection in the order the transitions happened.
+actor ChannelSubscriptions {
+    private let subscriber: RedisSubscriber
+    private var referenceCounts: [String: Int] = [:]
+    private var pending: [String: Task<Void, any Error>] = [:]
+
+    init(subscriber: RedisSubscriber) {
+        self.subscriber = subscriber
+    }
+
+    func acquire(_ channel: String) async throws {
+        let previous = referenceCounts[channel, default: 0]
+        referenceCounts[channel] = previous + 1
+        let confirmation: Task<Void, any Error>
+        if let inFlight = pending[channel] {
+            confirmation = inFlight
+        } else if previous > 0 {
+            return
+        } else {
+            let subscriber = self.subscriber
+            confirmation = Task { try await subscriber.subscribe(channel) }
+            pending[channel] = confirmation
+        }
+        do {
+            try await confirmation.value
+            if pending[channel] == confirmation { pending[channel] = nil }
+        } catch {
+            if pending[channel] == confirmation { pending[channel] = nil }
+            await release(channel)
+            throw error
+        }
+    }
+
+    func release(_ channel: String) async {
+        let remaining = referenceCounts[channel, default: 1] - 1
+        guard remaining <= 0 else {
+            referenceCounts[channel] = remaining
+            return
+        }
+        referenceCounts[channel] = nil
+        try? await subscriber.unsubscribe(channel)
+    }
+}

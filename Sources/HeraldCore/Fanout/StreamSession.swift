@@ -1,0 +1,110 @@
+import Foundation
+import Logging
+import NIOCore
+
+/// What one SSE response sends, in order: the preamble, the catch-up from the log, then live frames, each frame
+/// exactly once. Transport-agnostic: the HTTP layer writes whatever `nextChunk()` returns.
+///
+/// Gapless resume: the connection is subscribed before the log is read, so frames published during the
+/// catch-up wait in the queue; afterwards, queued frames the catch-up already sent (id ≤ last sent) are dropped.
+public struct StreamSession: Sendable {
+    /// Where the client says it is.
+    public enum Start: Sendable, Equatable {
+        /// No `Last-Event-ID`: live from now.
+        case live
+        /// Resume after this id (`0-0`: everything the log holds).
+        case after(StreamID)
+        /// The client sent an id that is not a stream id: tell it to refetch, then go live.
+        case malformed
+    }
+
+    public let connection: StreamConnection
+    private let replayer: LogReplayer
+    private let logger: Logger
+    private var start: Start?
+    /// The newest id sent; live frames at or below it were already sent by a catch-up.
+    private var lastSentID: StreamID?
+    /// Where a catch-up starts when nothing has been sent yet: the log's newest id when the stream opened.
+    private let baseline: StreamID
+    private var preambleSent = false
+
+    public init(connection: StreamConnection, start: Start, baseline: StreamID, replayer: LogReplayer, logger: Logger) {
+        self.connection = connection
+        self.start = start
+        self.baseline = baseline
+        self.replayer = replayer
+        self.logger = logger
+    }
+
+    /// Bytes to write next, or nil when the stream is over.
+    public mutating func nextChunk() async -> ByteBuffer? {
+        if !preambleSent {
+            preambleSent = true
+            var buffer = ByteBuffer(string: FrameEncoder.preamble)
+            if let start {
+                self.start = nil
+                var initial = await initialFrames(for: start)
+                buffer.writeBuffer(&initial)
+            }
+            return buffer
+        }
+        while let item = await connection.next() {
+            switch item {
+            case .frame(let frame):
+                if let lastSentID, let id = FrameEncoder.frameID(of: frame) {
+                    if id <= lastSentID { continue }
+                    self.lastSentID = id
+                }
+                return frame
+            case .heartbeat:
+                return ByteBuffer(string: FrameEncoder.heartbeat)
+            case .catchUp:
+                let frames = await catchUp(after: lastSentID ?? baseline, seenByClient: false)
+                if frames.readableBytes > 0 { return frames }
+            }
+        }
+        return nil
+    }
+
+    private mutating func initialFrames(for start: Start) async -> ByteBuffer {
+        switch start {
+        case .live:
+            return ByteBuffer()
+        case .malformed:
+            return resyncFrame(latestID: nil, reason: "malformed_last_event_id")
+        case .after(let seen):
+            lastSentID = seen
+            return await catchUp(after: seen, seenByClient: true)
+        }
+    }
+
+    /// Reads the log after `seen` until it succeeds or the connection ends; Redis may be coming back.
+    private mutating func catchUp(after seen: StreamID, seenByClient: Bool) async -> ByteBuffer {
+        var delay: Duration = .milliseconds(100)
+        while connection.endReason == nil {
+            do {
+                switch try await replayer.frames(of: connection.thread, after: seen, seenByClient: seenByClient) {
+                case .frames(let frames, let lastID):
+                    if let lastID { lastSentID = max(lastSentID ?? lastID, lastID) }
+                    var buffer = ByteBuffer()
+                    for var frame in frames { buffer.writeBuffer(&frame) }
+                    return buffer
+                case .gap(let latestID):
+                    if let latestID { lastSentID = max(lastSentID ?? latestID, latestID) }
+                    return resyncFrame(latestID: latestID, reason: "log_trimmed")
+                }
+            } catch {
+                logger.warning("catch-up read failed; retrying", metadata: ["error": "\(error)"])
+                try? await Task.sleep(for: delay)
+                delay = min(delay * 2, .seconds(2))
+            }
+        }
+        return ByteBuffer()
+    }
+
+    private func resyncFrame(latestID: StreamID?, reason: String) -> ByteBuffer {
+        let body = ByteBuffer(bytes: FrameEncoder.body(of: .resync(.init(threadID: connection.thread, reason: reason))))
+        guard let latestID else { return body }
+        return FrameEncoder.frame(id: latestID.description, body: body, allocator: ByteBufferAllocator())
+    }
+}

@@ -1,0 +1,104 @@
+import Foundation
+import Logging
+import NIOCore
+import RedisClient
+
+/// Redis could not be reached or answered with an error: callers answer 503 so the sender retries.
+public struct DependencyUnavailable: Error, CustomStringConvertible {
+    public let dependency: String
+    public let underlying: String
+    public var description: String { "\(dependency) unavailable: \(underlying)" }
+}
+
+/// Publishes frames with one atomic script per call: each body is appended to the thread's capped log
+/// (`XADD MAXLEN ~`), whose entry id becomes the frame's `id:`, and the complete frame is `PUBLISH`ed.
+/// The log's TTL is refreshed by the same script.
+public struct FramePublisher: Sendable {
+    static let publishScript = RedisScript(
+        """
+        local ids = {}
+        for i = 3, #ARGV do
+          local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'frame', ARGV[i])
+          redis.call('PUBLISH', KEYS[1], 'id: ' .. id .. '\\n' .. ARGV[i])
+          ids[#ids + 1] = id
+        end
+        redis.call('EXPIRE', KEYS[2], ARGV[2])
+        return ids
+        """
+    )
+
+    /// A delta is published once per (run, index): the index set makes repeated deliveries no-ops. A delta
+    /// without an index gets the next free one. Returns false for a repeat.
+    static let deltaScript = RedisScript(
+        """
+        local index = ARGV[3]
+        if index == '' then
+          index = tostring(redis.call('SCARD', KEYS[3]))
+          while redis.call('SISMEMBER', KEYS[3], index) == 1 do index = tostring(tonumber(index) + 1) end
+        end
+        if redis.call('SADD', KEYS[3], index) == 0 then return false end
+        redis.call('EXPIRE', KEYS[3], ARGV[2])
+        local body = ARGV[4] .. index .. ARGV[5]
+        local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'frame', body)
+        redis.call('PUBLISH', KEYS[1], 'id: ' .. id .. '\\n' .. body)
+        redis.call('EXPIRE', KEYS[2], ARGV[2])
+        return id
+        """
+    )
+
+    let redis: RedisClient
+    public let keys: ThreadKeys
+    let logMaxLength: Int
+    let logTTLSeconds: Int
+
+    public init(redis: RedisClient, keys: ThreadKeys, logMaxLength: Int, logTTLSeconds: Int) {
+        self.redis = redis
+        self.keys = keys
+        self.logMaxLength = logMaxLength
+        self.logTTLSeconds = logTTLSeconds
+    }
+
+    @discardableResult
+    public func publish(_ events: [StreamEvent], thread: UUID) async throws(DependencyUnavailable) -> [StreamID] {
+        var arguments: [RedisArgument] = [.string(String(logMaxLength)), .string(String(logTTLSeconds))]
+        for event in events {
+            arguments.append(.bytes(ByteBuffer(bytes: FrameEncoder.body(of: event))))
+        }
+        let reply = try await run(Self.publishScript, thread: thread, extraKeys: [], arguments: arguments)
+        return (reply.array ?? []).compactMap { $0.string.flatMap(StreamID.init) }
+    }
+
+    /// Publishes a token delta unless this (run, index) was published before; returns whether it was.
+    public func publishDelta(_ delta: StreamEvent.Delta, index: Int?) async throws(DependencyUnavailable) -> Bool {
+        // The body is split around the index so the script can fill in an index it assigns itself.
+        let marker = 987_654_321_987
+        var template = delta
+        template.index = marker
+        let body = FrameEncoder.body(of: .delta(template))
+        let markerBytes = Array(String(marker).utf8)
+        guard let range = body.firstRange(of: markerBytes) else {
+            preconditionFailure("delta template lost its index marker")
+        }
+        let arguments: [RedisArgument] = [
+            .string(String(logMaxLength)), .string(String(logTTLSeconds)),
+            .string(index.map(String.init) ?? ""),
+            .bytes(ByteBuffer(bytes: body[..<range.lowerBound])),
+            .bytes(ByteBuffer(bytes: body[range.upperBound...])),
+        ]
+        let reply = try await run(
+            Self.deltaScript, thread: delta.threadID,
+            extraKeys: [keys.deltaIndexes(delta.threadID, run: delta.runID)], arguments: arguments
+        )
+        return reply != .null
+    }
+
+    private func run(
+        _ script: RedisScript, thread: UUID, extraKeys: [String], arguments: [RedisArgument]
+    ) async throws(DependencyUnavailable) -> RESPValue {
+        do {
+            return try await redis.eval(script, keys: [keys.channel(thread), keys.log(thread)] + extraKeys, arguments: arguments)
+        } catch {
+            throw DependencyUnavailable(dependency: "redis", underlying: "\(error)")
+        }
+    }
+}

@@ -1,0 +1,199 @@
+import CurlClient
+import Foundation
+import Logging
+import Metrics
+
+/// The send → engine → webhook → stream loop: stores first, then publishes, so a client refetching over REST
+/// never misses what the stream showed; every final result is published exactly once (outbox flag in `runs`).
+public final class RunCoordinator: Sendable {
+    public let store: ChatStore
+    public let publisher: FramePublisher
+    private let http: CurlHTTPClient
+    private let adapter: any AgentAdapter
+    private let jobs: BackgroundJobs
+    private let retryPolicy: RetryPolicy
+    private let callbackBase: String
+    private let runTimeoutSeconds: Double
+    private let logger: Logger
+
+    public init(
+        store: ChatStore, publisher: FramePublisher, http: CurlHTTPClient, adapter: any AgentAdapter, jobs: BackgroundJobs,
+        configuration: HeraldConfiguration, logger: Logger
+    ) {
+        self.store = store
+        self.publisher = publisher
+        self.http = http
+        self.adapter = adapter
+        self.jobs = jobs
+        self.retryPolicy = RetryPolicy(maxAttempts: configuration.agentMaxAttempts, initialDelay: .milliseconds(200), maxDelay: .seconds(5))
+        self.callbackBase = configuration.publicURL
+        self.runTimeoutSeconds = configuration.runTimeoutSeconds
+        self.logger = logger
+    }
+
+    // MARK: Send
+
+    /// Stores the user's message and a queued run, publishes both, and hands the run to the engine in the
+    /// background. Returns without waiting for the engine.
+    public func send(thread: UUID, owner: String, content: String, metadata: JSONValue) async throws -> (ChatMessage, ChatRun) {
+        let (message, run) = try await store.createSend(
+            thread: thread, owner: owner, content: content, metadata: metadata, timeoutSeconds: runTimeoutSeconds
+        )
+        do {
+            try await publisher.publish(
+                [
+                    .messageUpdate(.init(threadID: thread, runID: run.id, message: message)),
+                    .runStatus(.init(threadID: thread, runID: run.id, status: .queued)),
+                ],
+                thread: thread
+            )
+        } catch {
+            try? await store.discardSend(run: run.id)
+            throw error
+        }
+        Counter(label: "herald_sends_total").increment()
+        let request = AgentRunRequest(
+            thread: thread, run: run.id, assistantMessageID: run.assistantMessageID, userMessage: message,
+            callbackURL: "\(callbackBase)/webhook/chat-response?run_id=\(run.id.text)"
+        )
+        jobs.submit { [self] in await trigger(request) }
+        return (message, run)
+    }
+
+    /// Delivers the run to the engine, retrying connect errors, 429 and 5xx with backoff; when that fails the
+    /// run is `failed` and the stream gets an `error` frame.
+    func trigger(_ request: AgentRunRequest) async {
+        let failure: ErrorDetail
+        do {
+            let response = try await http.execute(adapter.request(for: request), retrying: retryPolicy)
+            if (200..<300).contains(response.status) {
+                if try await store.markRunning(request.run, engineRunID: adapter.engineRunID(from: response)) {
+                    try await publisher.publish([.runStatus(.init(threadID: request.thread, runID: request.run, status: .running))], thread: request.thread)
+                }
+                return
+            }
+            failure = ErrorDetail(code: "agent_rejected", message: "the engine answered HTTP \(response.status)")
+        } catch is CancellationError {
+            return
+        } catch let error as CurlError {
+            failure = ErrorDetail(code: "agent_unreachable", message: "the engine could not be reached: \(error.message)")
+        } catch {
+            // The run reached the engine; only recording that failed. The timeout sweeper settles the run.
+            logger.warning("recording a started run failed", metadata: ["run": "\(request.run.text)", "error": "\(error)"])
+            return
+        }
+        Counter(label: "herald_agent_trigger_failures_total").increment()
+        logger.warning("engine trigger failed", metadata: ["run": "\(request.run.text)", "error": "\(failure.message)"])
+        do {
+            try await finish(runID: request.run, status: .failed, reply: nil, error: failure)
+        } catch {
+            logger.warning("recording a failed run failed; the sweeper will retry", metadata: ["run": "\(request.run.text)", "error": "\(error)"])
+        }
+    }
+
+    // MARK: Webhooks
+
+    public enum WebhookOutcome: String, Sendable {
+        case accepted
+        /// A repeated delivery of a result or delta already handled: nothing stored or published.
+        case duplicate
+        /// A delta or status for a run that has already ended.
+        case ignored
+    }
+
+    public func handle(_ event: WebhookEvent) async throws -> WebhookOutcome {
+        switch event {
+        case .final(let reference, let status, let reply, let error):
+            let run = try await resolve(reference)
+            return try await finish(runID: run.id, status: status, reply: reply, error: error)
+        case .delta(let reference, let index, let text):
+            let run = try await resolve(reference)
+            guard !run.status.isFinal else { return .ignored }
+            let delta = StreamEvent.Delta(threadID: run.threadID, runID: run.id, messageID: run.assistantMessageID, index: index ?? 0, delta: text)
+            return try await publisher.publishDelta(delta, index: index) ? .accepted : .duplicate
+        case .status(let reference, let status):
+            let run = try await resolve(reference)
+            guard status == .running, try await store.markRunning(run.id, engineRunID: reference.engineRunID) else { return .ignored }
+            try await publisher.publish([.runStatus(.init(threadID: run.threadID, runID: run.id, status: .running))], thread: run.threadID)
+            return .accepted
+        }
+    }
+
+    private func resolve(_ reference: RunReference) async throws -> ChatRun {
+        var run: ChatRun?
+        if let id = reference.runID {
+            run = try await store.run(id)
+        } else if let engineRunID = reference.engineRunID {
+            run = try await store.run(engineRunID: engineRunID)
+        }
+        guard let run else { throw NotFound(what: "run") }
+        if let thread = reference.threadID, thread != run.threadID, reference.engineRunID == nil {
+            throw WebhookDecodingError.invalid("thread_id does not match the run's thread")
+        }
+        return run
+    }
+
+    /// Final status, stored once and published once, whoever gets here first (webhook, retry, sweeper).
+    @discardableResult
+    func finish(runID: UUID, status: RunStatus, reply: String?, error: ErrorDetail?) async throws -> WebhookOutcome {
+        let outcome: WebhookOutcome
+        let run: ChatRun, message: ChatMessage?
+        switch try await store.finalize(run: runID, status: status, reply: reply, error: error) {
+        case .finalized(let finalRun, let reply):
+            (run, message, outcome) = (finalRun, reply, .accepted)
+            Counter(label: "herald_runs_finished_total", dimensions: [("status", finalRun.status.rawValue)]).increment()
+        case .alreadyFinal(let finalRun, let reply):
+            (run, message, outcome) = (finalRun, reply, .duplicate)
+        }
+        try await publishFinal(run, message: message)
+        return outcome
+    }
+
+    /// Publishes a final run's frames if nobody has yet; gives the claim back if Redis is unavailable.
+    func publishFinal(_ run: ChatRun, message: ChatMessage?) async throws {
+        guard try await store.claimPublication(run: run.id) else { return }
+        var events: [StreamEvent] = []
+        if run.status == .completed, let message {
+            events.append(.messageUpdate(.init(threadID: run.threadID, runID: run.id, message: message)))
+        } else {
+            let error = run.error ?? ErrorDetail(code: "run_\(run.status.rawValue)", message: "the run ended with status \(run.status.rawValue)")
+            events.append(.error(.init(threadID: run.threadID, runID: run.id, error: error)))
+        }
+        events.append(.runStatus(.init(threadID: run.threadID, runID: run.id, status: run.status)))
+        do {
+            try await publisher.publish(events, thread: run.threadID)
+        } catch {
+            try? await store.releasePublication(run: run.id)
+            throw error
+        }
+    }
+
+    // MARK: Threads
+
+    public func deleteThread(_ thread: UUID, owner: String) async throws {
+        guard try await store.deleteThread(thread, owner: owner) else { throw NotFound(what: "thread") }
+        do {
+            try await publisher.publish([.threadDeleted(.init(threadID: thread))], thread: thread)
+        } catch {
+            logger.warning("thread deleted but thread_deleted could not be published", metadata: ["thread": "\(thread.text)", "error": "\(error)"])
+        }
+    }
+
+    // MARK: Sweeper
+
+    /// One pass of the safety net: open runs past their deadline become `timed_out`, and final runs whose frames
+    /// never reached the stream (Redis was down, a node died mid-way) are published.
+    public func sweep() async {
+        do {
+            for run in try await store.expireOverdueRuns() {
+                Counter(label: "herald_runs_finished_total", dimensions: [("status", run.status.rawValue)]).increment()
+                try await publishFinal(run, message: nil)
+            }
+            for (run, message) in try await store.unpublishedFinalRuns(graceSeconds: 5) {
+                try await publishFinal(run, message: message)
+            }
+        } catch {
+            logger.debug("sweep incomplete; next pass retries", metadata: ["error": "\(error)"])
+        }
+    }
+}

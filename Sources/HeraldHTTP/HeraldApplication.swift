@@ -1,0 +1,75 @@
+import CurlClient
+import Foundation
+import HeraldCore
+import Hummingbird
+import Logging
+import PostgresClient
+import Prometheus
+import RedisClient
+import ServiceLifecycle
+
+/// Wires the clients, the hub core and the routes into one Hummingbird application.
+public enum HeraldApplication {
+    public static func build(
+        configuration: HeraldConfiguration, registry: PrometheusCollectorRegistry, logger: Logger
+    ) throws -> some ApplicationProtocol {
+        let redisConfiguration = try RedisConfiguration(url: configuration.redisURL)
+        let nodeName = "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)"
+        let keys = ThreadKeys(prefix: configuration.channelPrefix)
+
+        let redis = RedisClient(configuration: redisConfiguration, name: "herald-pub-\(nodeName)", logger: logger)
+        let pool = PostgresPool(
+            configuration: .init(connectionString: configuration.databaseURL, poolSize: configuration.databasePoolSize), logger: logger
+        )
+        let http = try CurlHTTPClient(logger: logger)
+        let store = ChatStore(pool: pool)
+        let publisher = FramePublisher(
+            redis: redis, keys: keys, logMaxLength: configuration.logMaxLength, logTTLSeconds: configuration.logTTLSeconds
+        )
+        let replayer = LogReplayer(redis: redis, keys: keys, logMaxLength: configuration.logMaxLength)
+        let hub = FanoutHub(redis: redisConfiguration, nodeName: nodeName, keys: keys, logger: logger)
+        let jobs = BackgroundJobs()
+        let adapter: any AgentAdapter = switch configuration.agentKind {
+        case .langgraph: LangGraphAdapter(baseURL: configuration.agentURL, assistantID: configuration.agentAssistantID)
+        case .generic: GenericAdapter(url: configuration.agentURL)
+        }
+        let coordinator = RunCoordinator(
+            store: store, publisher: publisher, http: http, adapter: adapter, jobs: jobs, configuration: configuration, logger: logger
+        )
+        let sweepInterval = Duration.milliseconds(Int64(min(1000, max(50, configuration.runTimeoutSeconds * 250))))
+
+        let router = Router(context: HeraldRequestContext.self)
+        router.add(middleware: ErrorMiddleware())
+        ChatRoutes(coordinator: coordinator, configuration: configuration).register(on: router)
+        StreamRoute(store: store, hub: hub, replayer: replayer, configuration: configuration).register(on: router)
+        WebhookRoute(coordinator: coordinator, configuration: configuration).register(on: router)
+        OperationsRoutes(store: store, redis: redis, hub: hub, registry: registry).register(on: router)
+
+        return Application(
+            router: router,
+            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "herald"),
+            // Shut down in reverse order: the server first (streams end), then these, the clients last.
+            services: [
+                ClientsShutdown(redis: redis, pool: pool, http: http),
+                hub,
+                jobs,
+                RunSweeper(coordinator: coordinator, interval: sweepInterval),
+            ],
+            logger: logger
+        )
+    }
+}
+
+/// Closes the shared clients once everything that uses them has stopped.
+struct ClientsShutdown: Service {
+    let redis: RedisClient
+    let pool: PostgresPool
+    let http: CurlHTTPClient
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        http.shutdown()
+        await redis.close()
+        await pool.shutdown()
+    }
+}

@@ -1,0 +1,50 @@
+import HeraldCore
+import Hummingbird
+import Prometheus
+import RedisClient
+
+/// `/healthz`, `/readyz`, `/metrics`.
+struct OperationsRoutes {
+    let store: ChatStore
+    let redis: RedisClient
+    let hub: FanoutHub
+    let registry: PrometheusCollectorRegistry
+
+    struct Health: Encodable {
+        let status: String
+        var redis: String?
+        var postgres: String?
+        var subscriber: String?
+    }
+
+    func register(on router: Router<HeraldRequestContext>) {
+        router.get("healthz") { _, _ in try JSONResponse.make(.ok, Health(status: "ok")) }
+        router.get("readyz", use: ready)
+        router.get("metrics", use: metrics)
+    }
+
+    @Sendable func ready(_ request: Request, context: HeraldRequestContext) async throws -> Response {
+        async let redisOK = (try? await redis.send("PING")) != nil
+        async let postgresOK = (try? await store.ping()) != nil
+        let (redisUp, postgresUp) = await (redisOK, postgresOK)
+        let subscriberUp = hub.isSubscriberConnected
+        let health = Health(
+            status: redisUp && postgresUp && subscriberUp ? "ok" : "unavailable",
+            redis: redisUp ? "ok" : "unavailable", postgres: postgresUp ? "ok" : "unavailable",
+            subscriber: subscriberUp ? "ok" : "reconnecting"
+        )
+        return try JSONResponse.make(health.status == "ok" ? .ok : .serviceUnavailable, health)
+    }
+
+    @Sendable func metrics(_ request: Request, context: HeraldRequestContext) async throws -> Response {
+        registry.makeGauge(name: "herald_sse_connections", help: "Open SSE connections on this node").set(Double(hub.connectionCount))
+        registry.makeGauge(name: "herald_subscribed_threads", help: "Threads this node is subscribed to").set(Double(hub.channelCount))
+        registry.makeGauge(name: "herald_redis_subscriber_up", help: "1 while the pub/sub connection is up")
+            .set(hub.isSubscriberConnected ? 1 : 0)
+        return Response(
+            status: .ok,
+            headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+            body: .init(byteBuffer: ByteBuffer(bytes: registry.emitToBuffer()))
+        )
+    }
+}

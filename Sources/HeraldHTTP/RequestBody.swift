@@ -1,0 +1,99 @@
+import Foundation
+import HeraldCore
+import Hummingbird
+import NIOCore
+
+/// Reading request bodies with the limits and errors every route shares.
+enum RequestBody {
+    /// The raw body, refused with 413 before it is read when `Content-Length` already says it is too large.
+    static func bytes(of request: Request, limit: Int) async throws -> ByteBuffer {
+        if let declared = request.headers[.contentLength].flatMap(Int.init), declared > limit {
+            throw APIError(.contentTooLarge, "body_too_large", "request body exceeds \(limit) bytes")
+        }
+        do {
+            var request = request
+            return try await request.collectBody(upTo: limit)
+        } catch let error as HTTPError where error.status == .contentTooLarge {
+            throw APIError(.contentTooLarge, "body_too_large", "request body exceeds \(limit) bytes")
+        }
+    }
+
+    /// A JSON object body for the client API: JSON content type (or none), valid JSON, an object.
+    static func jsonObject(of request: Request, limit: Int) async throws -> [String: JSONValue] {
+        if let contentType = request.headers[.contentType]?.lowercased(),
+           !(contentType.hasPrefix("application/json") || contentType.contains("+json")) {
+            throw APIError(.unsupportedMediaType, "unsupported_media_type", "send the body as application/json")
+        }
+        let buffer = try await bytes(of: request, limit: limit)
+        guard buffer.readableBytes > 0 else { throw APIError.badRequest("request body is empty; expected a JSON object") }
+        let value: JSONValue
+        do {
+            value = try JSONDecoder().decode(JSONValue.self, from: Data(buffer.readableBytesView))
+        } catch {
+            throw APIError.badRequest("request body is not valid JSON")
+        }
+        guard case .object(let object) = value else { throw APIError.invalid("request body must be a JSON object") }
+        return object
+    }
+}
+
+/// Typed access to a decoded JSON object, with 422s that name the field.
+struct Fields {
+    let object: [String: JSONValue]
+
+    func optionalString(_ key: String, maxBytes: Int) throws -> String? {
+        switch object[key] {
+        case nil, .null?: return nil
+        case .string(let text)?:
+            guard text.utf8.count <= maxBytes else { throw APIError.invalid("\(key) exceeds \(maxBytes) bytes") }
+            return text
+        default: throw APIError.invalid("\(key) must be a string")
+        }
+    }
+
+    func metadata() throws -> JSONValue {
+        switch object["metadata"] {
+        case nil, .null?: return .object([:])
+        case .object(let fields)?: return .object(fields)
+        default: throw APIError.invalid("metadata must be a JSON object")
+        }
+    }
+}
+
+extension Parameters {
+    /// A path UUID; anything else is refused before it reaches SQL or a Redis key.
+    func uuid(_ name: String) throws -> UUID {
+        guard let text = self.get(name), let id = UUID(uuidString: text) else {
+            throw APIError(.badRequest, "invalid_id", "\(name) must be a UUID")
+        }
+        return id
+    }
+}
+
+extension Request {
+    func queryInt(_ name: String, default fallback: Int, range: ClosedRange<Int>) throws -> Int {
+        guard let text = uri.queryParameters.get(name) else { return fallback }
+        guard let value = Int(text), range.contains(value) else {
+            throw APIError.invalid("\(name) must be an integer in \(range.lowerBound)...\(range.upperBound)")
+        }
+        return value
+    }
+}
+
+/// JSON responses, encoded the same way everywhere.
+enum JSONResponse {
+    static let encoder: JSONEncoder = {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.withoutEscapingSlashes]
+        return encoder
+    }()
+
+    static func make(_ status: HTTPResponse.Status, _ value: some Encodable) throws -> Response {
+        let data = try encoder.encode(value)
+        return Response(
+            status: status,
+            headers: [.contentType: "application/json; charset=utf-8"],
+            body: .init(byteBuffer: ByteBuffer(bytes: data))
+        )
+    }
+}

@@ -1,0 +1,86 @@
+import Foundation
+import HeraldCore
+import Hummingbird
+import Logging
+import NIOCore
+import ServiceLifecycle
+
+/// `GET /chats/sse/{thread_id}`: one thread's frames as `text/event-stream`.
+struct StreamRoute {
+    let store: ChatStore
+    let hub: FanoutHub
+    let replayer: LogReplayer
+    let configuration: HeraldConfiguration
+
+    func register(on router: Router<HeraldRequestContext>) {
+        router.get("chats/sse/:thread_id", use: stream)
+    }
+
+    /// Where the client says it is: the `Last-Event-ID` header (browser reconnects) or `?last_event_id=` (first
+    /// connect after a page reload). `0` means from the start of the log.
+    static func start(of request: Request) -> StreamSession.Start {
+        let header = request.headers[HTTPField.Name("Last-Event-ID")!]
+        guard let text = header ?? request.uri.queryParameters.get("last_event_id").map(String.init) else { return .live }
+        if text.isEmpty { return .live }
+        guard let id = StreamID(text) else { return .malformed }
+        return .after(id)
+    }
+
+    @Sendable func stream(_ request: Request, context: HeraldRequestContext) async throws -> Response {
+        let thread = try context.parameters.uuid("thread_id")
+        guard try await store.threadExists(thread, owner: ChatRoutes.defaultOwner) else { throw NotFound(what: "thread") }
+        let start = Self.start(of: request)
+        // Subscribed before anything is read from the log: frames published from here on are queued.
+        let connection = try await hub.open(
+            thread: thread,
+            limits: .init(maxFrames: configuration.streamQueueMaxFrames, maxBytes: configuration.streamQueueMaxBytes)
+        )
+        let baseline: StreamID
+        do {
+            baseline = start == .live ? try await replayer.latestID(of: thread) : .zero
+        } catch {
+            connection.end(.clientGone)
+            throw error
+        }
+        let channel = context.channel
+        channel.closeFuture.whenComplete { _ in connection.end(.clientGone) }
+        let interval = TimeAmount.nanoseconds(Int64(configuration.heartbeatSeconds * 1_000_000_000))
+        let heartbeat = channel.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
+            connection.pushHeartbeat()
+        }
+        let session = StreamSession(connection: connection, start: start, baseline: baseline, replayer: replayer, logger: context.logger)
+        Counter(label: "herald_sse_connections_total").increment()
+
+        return Response(
+            status: .ok,
+            headers: [
+                .contentType: "text/event-stream",
+                .cacheControl: "no-cache",
+                HTTPField.Name("X-Accel-Buffering")!: "no",
+            ],
+            body: ResponseBody { writer in
+                var session = session
+                defer {
+                    heartbeat.cancel()
+                    connection.end(.clientGone)
+                }
+                await withGracefulShutdownHandler {
+                    while let chunk = await session.nextChunk() {
+                        do {
+                            try await writer.write(chunk)
+                        } catch {
+                            connection.end(.clientGone)
+                            return
+                        }
+                    }
+                } onGracefulShutdown: {
+                    connection.end(.shutdown)
+                }
+                if let reason = connection.endReason, reason != .clientGone {
+                    Counter(label: "herald_sse_disconnects_total", dimensions: [("reason", reason.rawValue)]).increment()
+                }
+                try await writer.finish(nil)
+            }
+        )
+    }
+}

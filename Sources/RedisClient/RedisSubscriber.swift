@@ -1,0 +1,447 @@
+import Logging
+import NIOCore
+import NIOPosix
+
+/// The node's one pub/sub connection.
+///
+/// `run()` owns the connection: it connects, and when the connection drops it reconnects with exponential backoff
+/// and jitter, re-subscribes every wanted channel and then reports `.reconnected`. `subscribe`/`unsubscribe` change
+/// the set of wanted channels and talk to Redis when connected. Messages and events are delivered on the
+/// subscriber's event loop (one loop of `eventLoopGroup`, fixed at init).
+public final class RedisSubscriber: Sendable {
+    public enum Event: Sendable, Hashable {
+        /// The first connection is up and every wanted channel is subscribed.
+        case connected
+        /// The connection dropped (reported only after `.connected`/`.reconnected`).
+        case disconnected
+        /// Connected again after a drop, after all wanted channels were re-subscribed.
+        case reconnected
+    }
+
+    private let configuration: RedisConfiguration
+    private let name: String
+    private let eventLoop: any EventLoop
+    private let logger: Logger
+    private let core: NIOLoopBoundBox<SubscriberCore>
+    private let connected: Locked<Bool>
+    private let running = Locked(false)
+
+    public init(
+        configuration: RedisConfiguration,
+        name: String,
+        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        logger: Logger,
+        onMessage: @escaping @Sendable (_ channel: String, _ payload: ByteBuffer) -> Void,
+        onEvent: @escaping @Sendable (Event) -> Void = { _ in }
+    ) {
+        let eventLoop = eventLoopGroup.next()
+        let connected = Locked(false)
+        self.configuration = configuration
+        self.name = name
+        self.eventLoop = eventLoop
+        self.logger = logger
+        self.connected = connected
+        self.core = .makeBoxSendingValue(
+            SubscriberCore(
+                eventLoop: eventLoop,
+                logger: logger,
+                connected: connected,
+                onMessage: onMessage,
+                onEvent: onEvent
+            ),
+            eventLoop: eventLoop
+        )
+    }
+
+    /// True while connected with every wanted channel subscribed (between `.connected`/`.reconnected` and
+    /// `.disconnected`).
+    public var isConnected: Bool {
+        self.connected.withLock { $0 }
+    }
+
+    /// Runs until the task is cancelled or `shutdown()` is called; both end the subscriber for good.
+    /// At most one connection exists at a time. Must not be called twice concurrently.
+    public func run() async throws {
+        let alreadyRunning = self.running.withLock { running in
+            defer { running = true }
+            return running
+        }
+        precondition(!alreadyRunning, "RedisSubscriber.run() is already running")
+        defer { self.running.withLock { $0 = false } }
+
+        await withTaskCancellationHandler {
+            await self.runConnections()
+        } onCancel: {
+            self.shutdown()
+        }
+    }
+
+    /// Subscribes to `channel` and returns once Redis has confirmed it. The channel stays wanted (and is
+    /// re-subscribed after every reconnect) until `unsubscribe`, even when this call throws.
+    /// Not connected: waits up to `timeout` for a connection, then throws `.notConnected`; connected but no
+    /// confirmation within `timeout`: throws `.timeout`. Throws `.notConnected` after `shutdown()`.
+    public func subscribe(_ channel: String, timeout: Duration = .seconds(5)) async throws {
+        try await self.eventLoop.flatSubmit {
+            self.core.value.subscribe(channel, timeout: TimeAmount(timeout))
+        }.get()
+    }
+
+    /// Removes `channel` from the wanted set and, when connected, unsubscribes and waits for Redis's confirmation
+    /// (or the connection's end). No message for `channel` is delivered after this returns. Never throws in practice.
+    public func unsubscribe(_ channel: String) async throws {
+        try await self.eventLoop.flatSubmit {
+            self.core.value.unsubscribe(channel)
+        }.get()
+    }
+
+    /// Closes the connection and makes `run()` return; pending `subscribe` calls throw `.notConnected`.
+    public func shutdown() {
+        self.eventLoop.execute {
+            self.core.value.shutdown()
+        }
+    }
+
+    // MARK: - The connection loop
+
+    private func runConnections() async {
+        var attempt = 0
+        var connectionID = 0
+        while await self.onLoop({ !$0.isShutdown }) {
+            connectionID += 1
+            let id = connectionID
+            do {
+                let channel = try await self.connect(connectionID: id)
+                guard await self.onLoop({ $0.attach(channel, connectionID: id) }) else {
+                    channel.close(promise: nil)
+                    return
+                }
+                attempt = 0
+                try? await channel.closeFuture.get()
+                self.logger.warning("Redis subscriber connection lost")
+            } catch {
+                self.logger.warning("Redis subscriber cannot connect", metadata: ["error": "\(error)"])
+            }
+            guard await self.onLoop({ !$0.isShutdown }) else { return }
+            let delay = Self.backoff(attempt: attempt)
+            attempt = min(attempt + 1, 16)
+            self.logger.debug("Redis subscriber reconnecting", metadata: ["delay": "\(delay)"])
+            try? await self.eventLoop.flatSubmit { self.core.value.sleep(delay) }.get()
+        }
+    }
+
+    private func connect(connectionID: Int) async throws -> any Channel {
+        let timeout = TimeAmount.seconds(5)
+        let deadline = NIODeadline.now() + timeout
+        let core = self.core
+        let logger = self.logger
+        let channel = try await RedisBootstrap.openChannel(
+            configuration: self.configuration,
+            eventLoopGroup: self.eventLoop,
+            connectTimeout: timeout,
+            logger: logger,
+            makeHandler: { _ in
+                // The channel's loop is the subscriber's loop, so the core may be used directly from here on.
+                let subscriber = core.value
+                return RedisChannelHandler(logger: logger) { push in
+                    subscriber.handle(push, connectionID: connectionID)
+                }
+            }
+        )
+        try await RedisBootstrap.handshake(
+            channel: channel,
+            configuration: self.configuration,
+            name: self.name,
+            deadline: deadline
+        )
+        return channel
+    }
+
+    private func onLoop<Result: Sendable>(_ body: @escaping @Sendable (SubscriberCore) -> Result) async -> Result {
+        // Only fails if the event loop is shut down, which the subscriber's owner must not do while it runs.
+        try! await self.eventLoop.submit { body(self.core.value) }.get()
+    }
+
+    /// 50 ms doubling to 2 s, with "equal jitter": a uniformly random delay in [d/2, d].
+    static func backoff(attempt: Int) -> TimeAmount {
+        let base = TimeAmount.milliseconds(50).nanoseconds
+        let cap = TimeAmount.seconds(2).nanoseconds
+        let delay = min(cap, base << min(attempt, 16))
+        return .nanoseconds(delay / 2 + Int64.random(in: 0...(delay / 2)))
+    }
+}
+
+/// The subscriber's state; lives on the subscriber's event loop (inside a `NIOLoopBoundBox`).
+final class SubscriberCore {
+    private enum Kind {
+        case subscribe
+        case unsubscribe
+    }
+
+    private struct Waiter {
+        var id: Int
+        var promise: EventLoopPromise<Void>
+    }
+
+    /// A SUBSCRIBE or UNSUBSCRIBE sent on the current connection whose confirmation has not arrived yet.
+    private struct Expectation {
+        var kind: Kind
+        var waiters: [Waiter]
+    }
+
+    private let eventLoop: any EventLoop
+    private let logger: Logger
+    private let connectedFlag: Locked<Bool>
+    private let onMessage: @Sendable (String, ByteBuffer) -> Void
+    private let onEvent: @Sendable (RedisSubscriber.Event) -> Void
+
+    /// Channels the owner wants; re-subscribed on every new connection.
+    private var wanted: Set<String> = []
+    /// Confirmed subscriptions on the current connection.
+    private var confirmed: Set<String> = []
+    /// Per channel, in the order sent: confirmations still to come on the current connection.
+    private var expectations: [String: [Expectation]] = [:]
+    /// `subscribe` calls made while there is no connection; they ride on the next connection's re-subscription.
+    private var waitingForConnection: [String: [Waiter]] = [:]
+
+    private var connection: (any Channel)?
+    private var connectionID = 0
+    private var awaitingBarrier = false
+    private var isReady = false
+    private var hasBeenReady = false
+    private(set) var isShutdown = false
+    private var sleeper: EventLoopPromise<Void>?
+    private var nextWaiterID = 0
+
+    init(
+        eventLoop: any EventLoop,
+        logger: Logger,
+        connected: Locked<Bool>,
+        onMessage: @escaping @Sendable (String, ByteBuffer) -> Void,
+        onEvent: @escaping @Sendable (RedisSubscriber.Event) -> Void
+    ) {
+        self.eventLoop = eventLoop
+        self.logger = logger
+        self.connectedFlag = connected
+        self.onMessage = onMessage
+        self.onEvent = onEvent
+    }
+
+    // MARK: Connection lifecycle
+
+    /// Adopts a connection that finished its handshake: subscribes every wanted channel, then PINGs; the PONG
+    /// (answered after all SUBSCRIBE confirmations) marks the subscriber ready. False after shutdown.
+    func attach(_ channel: any Channel, connectionID: Int) -> Bool {
+        guard !self.isShutdown else { return false }
+        self.connection = channel
+        self.connectionID = connectionID
+        self.confirmed = []
+        self.expectations = [:]
+        self.isReady = false
+
+        channel.closeFuture.assumeIsolated().whenComplete { _ in
+            self.detach(connectionID: connectionID)
+        }
+
+        let channels = Array(self.wanted)
+        for name in channels {
+            let waiters = self.waitingForConnection.removeValue(forKey: name) ?? []
+            self.expectations[name] = [Expectation(kind: .subscribe, waiters: waiters)]
+        }
+        for (_, waiters) in self.waitingForConnection {
+            for waiter in waiters { waiter.promise.fail(RedisError.notConnected) }
+        }
+        self.waitingForConnection = [:]
+
+        if channels.isEmpty {
+            self.markReady()
+        } else {
+            var start = 0
+            while start < channels.count {
+                let end = min(start + 1000, channels.count)
+                channel.sendRedisPushCommand(["SUBSCRIBE"] + channels[start..<end].map { .string($0) })
+                start = end
+            }
+            self.awaitingBarrier = true
+            channel.sendRedisPushCommand(["PING"])
+        }
+        return true
+    }
+
+    private func markReady() {
+        self.isReady = true
+        self.connectedFlag.withLock { $0 = true }
+        let event: RedisSubscriber.Event = self.hasBeenReady ? .reconnected : .connected
+        self.hasBeenReady = true
+        self.logger.debug("Redis subscriber ready", metadata: ["channels": "\(self.wanted.count)"])
+        self.onEvent(event)
+    }
+
+    private func detach(connectionID: Int) {
+        guard connectionID == self.connectionID, self.connection != nil else { return }
+        let wasReady = self.isReady
+        self.connection = nil
+        self.isReady = false
+        self.awaitingBarrier = false
+        self.confirmed = []
+        self.connectedFlag.withLock { $0 = false }
+        for (name, queue) in self.expectations {
+            for expectation in queue {
+                for waiter in expectation.waiters {
+                    switch expectation.kind {
+                    case .subscribe where self.wanted.contains(name):
+                        self.waitingForConnection[name, default: []].append(waiter)
+                    case .subscribe:
+                        waiter.promise.fail(RedisError.notConnected)
+                    case .unsubscribe:
+                        waiter.promise.succeed()
+                    }
+                }
+            }
+        }
+        self.expectations = [:]
+        if wasReady {
+            self.onEvent(.disconnected)
+        }
+    }
+
+    func shutdown() {
+        guard !self.isShutdown else { return }
+        self.isShutdown = true
+        for (_, waiters) in self.waitingForConnection {
+            for waiter in waiters { waiter.promise.fail(RedisError.notConnected) }
+        }
+        self.waitingForConnection = [:]
+        self.connection?.close(promise: nil)
+        self.sleeper?.succeed()
+    }
+
+    /// The reconnect backoff; cut short by `shutdown()`.
+    func sleep(_ delay: TimeAmount) -> EventLoopFuture<Void> {
+        let promise = self.eventLoop.makePromise(of: Void.self)
+        self.sleeper = promise
+        let timer = self.eventLoop.assumeIsolated().scheduleTask(in: delay) { promise.succeed() }
+        promise.futureResult.assumeIsolated().whenComplete { _ in
+            timer.cancel()
+            self.sleeper = nil
+        }
+        if self.isShutdown { promise.succeed() }
+        return promise.futureResult
+    }
+
+    // MARK: Pushes from Redis
+
+    func handle(_ push: PubSubPush, connectionID: Int) {
+        guard connectionID == self.connectionID, self.connection != nil else { return }
+        switch push {
+        case .message(let channel, let payload):
+            if self.wanted.contains(channel) {
+                self.onMessage(channel, payload)
+            }
+        case .subscribe(let channel):
+            self.confirmed.insert(channel)
+            self.confirm(.subscribe, channel: channel)
+        case .unsubscribe(let channel):
+            self.confirmed.remove(channel)
+            self.confirm(.unsubscribe, channel: channel)
+        case .pong:
+            if self.awaitingBarrier {
+                self.awaitingBarrier = false
+                self.markReady()
+            }
+        }
+    }
+
+    private func confirm(_ kind: Kind, channel: String) {
+        guard var queue = self.expectations[channel], !queue.isEmpty else { return }
+        let expectation = queue.removeFirst()
+        self.expectations[channel] = queue.isEmpty ? nil : queue
+        if expectation.kind != kind {
+            self.logger.warning("Redis subscriber: confirmation out of order", metadata: ["channel": "\(channel)"])
+        }
+        for waiter in expectation.waiters {
+            waiter.promise.succeed()
+        }
+    }
+
+    // MARK: Requests from the owner
+
+    func subscribe(_ channel: String, timeout: TimeAmount) -> EventLoopFuture<Void> {
+        guard !self.isShutdown else {
+            return self.eventLoop.makeFailedFuture(RedisError.notConnected)
+        }
+        self.wanted.insert(channel)
+        let waiter = self.makeWaiter()
+
+        if let connection = self.connection {
+            var queue = self.expectations[channel] ?? []
+            if let last = queue.last, last.kind == .subscribe {
+                queue[queue.count - 1].waiters.append(waiter)
+            } else if queue.isEmpty, self.confirmed.contains(channel) {
+                return self.eventLoop.makeSucceededVoidFuture()
+            } else {
+                connection.sendRedisPushCommand(["SUBSCRIBE", .string(channel)])
+                queue.append(Expectation(kind: .subscribe, waiters: [waiter]))
+            }
+            self.expectations[channel] = queue
+        } else {
+            self.waitingForConnection[channel, default: []].append(waiter)
+        }
+
+        let timer = self.eventLoop.assumeIsolated().scheduleTask(in: timeout) {
+            self.subscribeTimedOut(waiterID: waiter.id, channel: channel)
+        }
+        waiter.promise.futureResult.assumeIsolated().whenComplete { _ in timer.cancel() }
+        return waiter.promise.futureResult
+    }
+
+    private func subscribeTimedOut(waiterID: Int, channel: String) {
+        let error: RedisError = self.connection == nil ? .notConnected : .timeout
+        if var waiters = self.waitingForConnection[channel], let index = waiters.firstIndex(where: { $0.id == waiterID }) {
+            let waiter = waiters.remove(at: index)
+            self.waitingForConnection[channel] = waiters.isEmpty ? nil : waiters
+            waiter.promise.fail(error)
+            return
+        }
+        guard var queue = self.expectations[channel] else { return }
+        for position in queue.indices {
+            if let index = queue[position].waiters.firstIndex(where: { $0.id == waiterID }) {
+                let waiter = queue[position].waiters.remove(at: index)
+                self.expectations[channel] = queue
+                waiter.promise.fail(error)
+                return
+            }
+        }
+    }
+
+    func unsubscribe(_ channel: String) -> EventLoopFuture<Void> {
+        self.wanted.remove(channel)
+        if let waiters = self.waitingForConnection.removeValue(forKey: channel) {
+            for waiter in waiters { waiter.promise.fail(RedisError.notConnected) }
+        }
+        guard let connection = self.connection else {
+            return self.eventLoop.makeSucceededVoidFuture()
+        }
+        var queue = self.expectations[channel] ?? []
+        let waiter = self.makeWaiter()
+        if let last = queue.last {
+            if last.kind == .unsubscribe {
+                queue[queue.count - 1].waiters.append(waiter)
+            } else {
+                connection.sendRedisPushCommand(["UNSUBSCRIBE", .string(channel)])
+                queue.append(Expectation(kind: .unsubscribe, waiters: [waiter]))
+            }
+        } else if self.confirmed.contains(channel) {
+            connection.sendRedisPushCommand(["UNSUBSCRIBE", .string(channel)])
+            queue.append(Expectation(kind: .unsubscribe, waiters: [waiter]))
+        } else {
+            return self.eventLoop.makeSucceededVoidFuture()
+        }
+        self.expectations[channel] = queue
+        return waiter.promise.futureResult
+    }
+
+    private func makeWaiter() -> Waiter {
+        self.nextWaiterID += 1
+        return Waiter(id: self.nextWaiterID, promise: self.eventLoop.makePromise(of: Void.self))
+    }
+}

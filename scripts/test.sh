@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# `make test`: every test of the package.
+#   scripts/test.sh [swift test args...]     e.g. scripts/test.sh --filter Webhook
+# Installs what is missing (scripts/install-deps.sh), builds the package and its
+# tests (debug), then runs `swift test`, printing how long each step took. The
+# tests start their own Redis and PostgreSQL on free ports in temp dirs, so
+# nothing is started here; the server binaries only have to be installed.
+# Exits non-zero when the build or any test fails.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+bash "$ROOT/scripts/install-deps.sh"
+
+# Debian keeps initdb/postgres/pg_ctl out of PATH (/usr/lib/postgresql/N/bin):
+# append the newest there, for test support code that looks them up on PATH.
+pg_bin=$(compgen -G '/usr/lib/postgresql/*/bin/postgres' | sort -V | tail -n 1 || true)
+if [[ -n $pg_bin ]]; then
+    PATH="$PATH:${pg_bin%/postgres}"
+    export PATH
+fi
+
+now() { date +%s%N; }
+secs() { # nanoseconds -> seconds with one decimal
+    local ns=$1
+    printf '%d.%d' $((ns / 1000000000)) $((ns % 1000000000 / 100000000))
+}
+
+start=$(now)
+if ! swift build --build-tests; then
+    echo "test.sh: build FAILED after $(secs $(($(now) - start))) s" >&2
+    exit 1
+fi
+build_ns=$(($(now) - start))
+echo "test.sh: build took $(secs "$build_ns") s"
+
+start=$(now)
+set +e
+swift test --skip-build "$@"
+rc=$?
+set -e
+test_ns=$(($(now) - start))
+if ((rc == 0)); then
+    echo "test.sh: build $(secs "$build_ns") s, tests $(secs "$test_ns") s: passed"
+else
+    echo "test.sh: build $(secs "$build_ns") s, tests $(secs "$test_ns") s: FAILED (swift test exit $rc)" >&2
+fi
+exit "$rc"
