@@ -1,4 +1,5 @@
 import CurlClient
+import Foundation
 import HeraldCore
 import Hummingbird
 import Logging

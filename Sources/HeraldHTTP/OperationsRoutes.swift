@@ -1,5 +1,6 @@
 import HeraldCore
 import Hummingbird
+import Metrics
 import Prometheus
 import RedisClient
 
@@ -37,10 +38,10 @@ struct OperationsRoutes {
     }
 
     @Sendable func metrics(_ request: Request, context: HeraldRequestContext) async throws -> Response {
-        registry.makeGauge(name: "herald_sse_connections", help: "Open SSE connections on this node").set(Double(hub.connectionCount))
-        registry.makeGauge(name: "herald_subscribed_threads", help: "Threads this node is subscribed to").set(Double(hub.channelCount))
-        registry.makeGauge(name: "herald_redis_subscriber_up", help: "1 while the pub/sub connection is up")
-            .set(hub.isSubscriberConnected ? 1 : 0)
+        // Point-in-time values, read when scraped.
+        Gauge(label: "herald_sse_connections").record(hub.connectionCount)
+        Gauge(label: "herald_subscribed_threads").record(hub.channelCount)
+        Gauge(label: "herald_redis_subscriber_up").record(hub.isSubscriberConnected ? 1 : 0)
         return Response(
             status: .ok,
             headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],

@@ -1,6 +1,8 @@
 import Foundation
 import HeraldCore
+import HTTPTypes
 import Hummingbird
+import Metrics
 import Logging
 import NIOCore
 import ServiceLifecycle
@@ -20,7 +22,8 @@ struct StreamRoute {
     /// connect after a page reload). `0` means from the start of the log.
     static func start(of request: Request) -> StreamSession.Start {
         let header = request.headers[HTTPField.Name("Last-Event-ID")!]
-        guard let text = header ?? request.uri.queryParameters.get("last_event_id").map(String.init) else { return .live }
+        let query = request.uri.queryParameters.get("last_event_id").map { String($0) }
+        guard let text = header ?? query else { return .live }
         if text.isEmpty { return .live }
         guard let id = StreamID(text) else { return .malformed }
         return .after(id)

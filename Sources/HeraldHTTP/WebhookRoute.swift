@@ -1,6 +1,8 @@
 import Foundation
 import HeraldCore
+import HTTPTypes
 import Hummingbird
+import Metrics
 
 /// `POST /webhook/chat-response`: results, errors and deltas from the engine.
 struct WebhookRoute {

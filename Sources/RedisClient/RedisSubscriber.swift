@@ -370,14 +370,15 @@ final class SubscriberCore {
             return self.eventLoop.makeFailedFuture(RedisError.notConnected)
         }
         self.wanted.insert(channel)
+        if self.connection != nil, self.expectations[channel] == nil, self.confirmed.contains(channel) {
+            return self.eventLoop.makeSucceededVoidFuture()
+        }
         let waiter = self.makeWaiter()
 
         if let connection = self.connection {
             var queue = self.expectations[channel] ?? []
             if let last = queue.last, last.kind == .subscribe {
                 queue[queue.count - 1].waiters.append(waiter)
-            } else if queue.isEmpty, self.confirmed.contains(channel) {
-                return self.eventLoop.makeSucceededVoidFuture()
             } else {
                 connection.sendRedisPushCommand(["SUBSCRIBE", .string(channel)])
                 queue.append(Expectation(kind: .subscribe, waiters: [waiter]))
@@ -422,19 +423,15 @@ final class SubscriberCore {
             return self.eventLoop.makeSucceededVoidFuture()
         }
         var queue = self.expectations[channel] ?? []
+        guard !queue.isEmpty || self.confirmed.contains(channel) else {
+            return self.eventLoop.makeSucceededVoidFuture()
+        }
         let waiter = self.makeWaiter()
-        if let last = queue.last {
-            if last.kind == .unsubscribe {
-                queue[queue.count - 1].waiters.append(waiter)
-            } else {
-                connection.sendRedisPushCommand(["UNSUBSCRIBE", .string(channel)])
-                queue.append(Expectation(kind: .unsubscribe, waiters: [waiter]))
-            }
-        } else if self.confirmed.contains(channel) {
+        if let last = queue.last, last.kind == .unsubscribe {
+            queue[queue.count - 1].waiters.append(waiter)
+        } else {
             connection.sendRedisPushCommand(["UNSUBSCRIBE", .string(channel)])
             queue.append(Expectation(kind: .unsubscribe, waiters: [waiter]))
-        } else {
-            return self.eventLoop.makeSucceededVoidFuture()
         }
         self.expectations[channel] = queue
         return waiter.promise.futureResult

@@ -118,18 +118,20 @@ public final class ChildProcess: Sendable {
         }
     }
 
-    /// SIGKILL if still running. Does not wait; `waitForExit` does.
+    /// SIGKILL to the child and its process group (so that e.g. a shell's own children go too) if it is
+    /// still running. Does not wait; `waitForExit` does. Foundation notices the exit only once every process
+    /// that inherited the child's descriptors is gone, hence the group.
     public func terminate() {
-        signal(SIGKILL)
+        if isRunning { killGroup(pid) }
     }
 
-    /// A child per process: a `/bin/sh` loop, reparented away from us, that SIGKILLs the child once this
-    /// process is gone (checked every half second) and ends by itself once the child is gone.
+    /// A watchdog per child: a `/bin/sh` loop, reparented away once we die, that SIGKILLs the child's group
+    /// once this process is gone (checked every half second) and ends by itself once the child is gone.
     private static func startWatchdog(child: Int32) {
         let parent = getpid()
         let script = """
             while kill -0 \(parent) 2>/dev/null && kill -0 \(child) 2>/dev/null; do sleep 0.5; done
-            kill -0 \(parent) 2>/dev/null || kill -9 \(child) 2>/dev/null
+            kill -0 \(parent) 2>/dev/null || kill -9 -- -\(child) 2>/dev/null || kill -9 \(child) 2>/dev/null
             """
         let watchdog = Process()
         watchdog.executableURL = URL(fileURLWithPath: "/bin/sh")
@@ -151,7 +153,9 @@ public func waitUntilHealthy(_ url: String, timeout: Duration = .seconds(20), pr
     var last = "no attempt"
     while true {
         do {
-            let response = try await TestHTTPClient.request("GET", url, timeout: .seconds(2))
+            let remaining = deadline - ContinuousClock.now
+            let attempt = min(max(remaining, .milliseconds(100)), .seconds(2))
+            let response = try await TestHTTPClient.request("GET", url, timeout: attempt)
             if response.status == 200 { return }
             last = "status \(response.status): \(response.text.prefix(300))"
         } catch {
@@ -264,6 +268,12 @@ private final class ChildLockedState: @unchecked Sendable {
     }
 }
 
+/// SIGKILL to the child's process group (Foundation starts each child as the leader of a new group),
+/// so that its own children go too; to the child alone where it leads no group.
+private func killGroup(_ pid: Int32) {
+    if kill(-pid, SIGKILL) != 0 { _ = kill(pid, SIGKILL) }
+}
+
 /// Pids of children still running, SIGKILLed by an atexit handler; watchdog `Process`es kept alive.
 private enum ChildRegistry {
     /// `nonisolated(unsafe)`: only touched while holding `lock`.
@@ -274,8 +284,19 @@ private enum ChildRegistry {
     /// Serialises spawns, so a pid is in `pids` before another thread could look.
     private static let spawnLock = NSLock()
 
+    /// Runs `body` (a `Process.run()`) serialised with other spawns and with no signal blocked on the
+    /// calling thread: posix_spawn gives the child the calling thread's signal mask, Foundation does not
+    /// reset it, and Swift concurrency's pool threads block SIGTERM, SIGINT and most others, which would
+    /// leave the child deaf to `signal(SIGTERM)`.
     static func spawnLocked(_ body: () throws -> Void) throws {
-        try spawnLock.withLock { try body() }
+        try spawnLock.withLock {
+            var none = sigset_t()
+            var previous = sigset_t()
+            sigemptyset(&none)
+            pthread_sigmask(SIG_SETMASK, &none, &previous)
+            defer { pthread_sigmask(SIG_SETMASK, &previous, nil) }
+            try body()
+        }
     }
 
     static func add(_ pid: Int32) {
@@ -309,6 +330,6 @@ private enum ChildRegistry {
             defer { pids.removeAll() }
             return pids
         }
-        for pid in all { _ = kill(pid, SIGKILL) }
+        for pid in all { killGroup(pid) }
     }
 }

@@ -325,8 +325,18 @@ public final class PostgresServer: Sendable {
         }
     }
 
+    /// Whether `pid` is a live process; a zombie (exited, not yet reaped, e.g. under an init that does not reap)
+    /// counts as dead.
     private static func isAlive(_ pid: pid_t) -> Bool {
-        kill(pid, 0) == 0 || errno != ESRCH
+        guard kill(pid, 0) == 0 || errno != ESRCH else { return false }
+        #if os(Linux)
+        if let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let end = stat.lastIndex(of: ")")
+        {
+            return stat[stat.index(after: end)...].trimmingCharacters(in: .whitespaces).first != "Z"
+        }
+        #endif
+        return true
     }
 
     private static func findBinDirectory() throws -> String {

@@ -1,0 +1,191 @@
+import Foundation
+import NIOCore
+import NIOPosix
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+public enum RedisServerError: Error, CustomStringConvertible {
+    case executableNotFound(String)
+    case didNotStart(port: Int, log: String)
+
+    public var description: String {
+        switch self {
+        case .executableNotFound(let name): "\(name) not found in PATH"
+        case .didNotStart(let port, let log): "redis-server on port \(port) did not start. Log:\n\(log)"
+        }
+    }
+}
+
+/// A real `redis-server` for tests: on a free port, with its own temporary directory, no RDB snapshots.
+///
+/// `@unchecked Sendable`: the only mutable state (`running`) is read and written with `lock` held; the rest is
+/// immutable.
+public final class RedisServer: @unchecked Sendable {
+    public let port: Int
+    /// The server's working directory (its log and, with persistence, its AOF files).
+    public let directory: URL
+    public let persistence: Bool
+
+    /// "redis://127.0.0.1:PORT"
+    public var url: String { "redis://127.0.0.1:\(self.port)" }
+
+    private struct Running {
+        var process: Process
+        var exit: EventLoopFuture<Int32>
+    }
+
+    private let lock = NSLock()
+    private var running: Running?
+
+    private init(port: Int, directory: URL, persistence: Bool) {
+        self.port = port
+        self.directory = directory
+        self.persistence = persistence
+    }
+
+    deinit {
+        self.terminate()
+        try? FileManager.default.removeItem(at: self.directory)
+    }
+
+    /// Starts a server and waits until it answers PING. With `persistence`, it writes an append-only file with
+    /// `appendfsync always` in its directory, so `restart()` keeps the data.
+    public static func start(persistence: Bool = false) async throws -> RedisServer {
+        var lastError: (any Error)?
+        // A port from freeTCPPort() can be taken by someone else before redis-server binds it: retry a few times.
+        for _ in 0..<5 {
+            let directory = FileManager.default.temporaryDirectory
+                .appendingPathComponent("herald-redis-\(UUID().uuidString)", isDirectory: true)
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            let server = RedisServer(port: freeTCPPort(), directory: directory, persistence: persistence)
+            do {
+                try await server.launch()
+                return server
+            } catch {
+                lastError = error
+            }
+        }
+        throw lastError!
+    }
+
+    /// SIGTERM, then waits for the process to exit (SIGKILL after 10 s).
+    public func stop() async throws {
+        guard let running = self.lock.withLock({ () -> Running? in
+            defer { self.running = nil }
+            return self.running
+        }) else { return }
+        if running.process.isRunning {
+            running.process.terminate()
+        }
+        let pid = running.process.processIdentifier
+        let killer = running.exit.eventLoop.scheduleTask(in: .seconds(10)) {
+            kill(pid, SIGKILL)
+        }
+        _ = try await running.exit.get()
+        killer.cancel()
+    }
+
+    /// Stops the server and starts it again on the same port and directory (the data survives with persistence).
+    public func restart() async throws {
+        try await self.stop()
+        try await self.launch()
+    }
+
+    /// Runs `redis-cli -p PORT args...` and returns its standard output without the trailing newline.
+    @discardableResult
+    public func command(_ args: String...) async throws -> String {
+        try await Self.cli(port: self.port, args)
+    }
+
+    /// Kills the process (SIGKILL) without waiting. Also done by deinit.
+    public func terminate() {
+        let running = self.lock.withLock { () -> Running? in
+            defer { self.running = nil }
+            return self.running
+        }
+        if let running, running.process.isRunning {
+            kill(running.process.processIdentifier, SIGKILL)
+        }
+    }
+
+    // MARK: -
+
+    private func launch() async throws {
+        let process = Process()
+        process.executableURL = try Self.executable("redis-server")
+        var arguments = [
+            "--port", String(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", self.directory.path,
+            "--logfile", "redis.log",
+            "--daemonize", "no",
+            "--save", "",
+        ]
+        if self.persistence {
+            arguments += ["--appendonly", "yes", "--appendfsync", "always"]
+        } else {
+            arguments += ["--appendonly", "no"]
+        }
+        process.arguments = arguments
+        process.currentDirectoryURL = self.directory
+        process.standardInput = FileHandle.nullDevice
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        let exit = MultiThreadedEventLoopGroup.singleton.any().makePromise(of: Int32.self)
+        process.terminationHandler = { process in
+            exit.succeed(process.terminationStatus)
+        }
+        try process.run()
+        self.lock.withLock {
+            self.running = Running(process: process, exit: exit.futureResult)
+        }
+
+        let deadline = ContinuousClock.now + .seconds(10)
+        while ContinuousClock.now < deadline {
+            guard process.isRunning else { break }
+            if let reply = try? await Self.cli(port: self.port, ["PING"]), reply == "PONG" {
+                return
+            }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        self.terminate()
+        let log = (try? String(contentsOf: self.directory.appendingPathComponent("redis.log"), encoding: .utf8)) ?? ""
+        throw RedisServerError.didNotStart(port: self.port, log: log)
+    }
+
+    private static func cli(port: Int, _ args: [String]) async throws -> String {
+        let executable = try Self.executable("redis-cli")
+        return try await NIOThreadPool.singleton.runIfActive {
+            let process = Process()
+            process.executableURL = executable
+            process.arguments = ["-p", String(port)] + args
+            let output = Pipe()
+            process.standardInput = FileHandle.nullDevice
+            process.standardOutput = output
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            let data = output.fileHandleForReading.readDataToEndOfFile()
+            process.waitUntilExit()
+            var text = String(decoding: data, as: UTF8.self)
+            while text.hasSuffix("\n") || text.hasSuffix("\r\n") || text.hasSuffix("\r") {
+                text.removeLast()
+            }
+            return text
+        }
+    }
+
+    private static func executable(_ name: String) throws -> URL {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
+        for directory in path.split(separator: ":") + ["/usr/bin", "/usr/local/bin"] {
+            let candidate = "\(directory)/\(name)"
+            if FileManager.default.isExecutableFile(atPath: candidate) {
+                return URL(fileURLWithPath: candidate)
+            }
+        }
+        throw RedisServerError.executableNotFound(name)
+    }
+}

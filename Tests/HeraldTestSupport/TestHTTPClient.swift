@@ -95,7 +95,7 @@ public enum TestHTTPClient {
         return try await request(method, url, headers: all, body: Array(json.utf8), timeout: timeout)
     }
 
-    static func makeRequestHead(method: String, target: TestURL, headers: [(String, String)], bodyLength: Int?) -> HTTPRequestHead {
+    fileprivate static func makeRequestHead(method: String, target: TestURL, headers: [(String, String)], bodyLength: Int?) -> HTTPRequestHead {
         var fields = HTTPHeaders()
         let names = Set(headers.map { $0.0.lowercased() })
         if !names.contains("host") { fields.add(name: "Host", value: target.hostHeader) }
@@ -109,7 +109,7 @@ public enum TestHTTPClient {
 }
 
 /// `http://host[:port][/path][?query]`, parsed without Foundation.URL.
-struct TestURL: Sendable {
+private struct TestURL: Sendable {
     var host: String
     var port: Int
     var hostHeader: String
@@ -487,7 +487,7 @@ public final class SSEStream: Sendable {
     }
 }
 
-struct SSEState: Sendable {
+private struct SSEState: Sendable {
     var parser = SSEParser()
     var events: [SSEEvent] = []
     var comments: [String] = []
@@ -523,7 +523,7 @@ struct SSEState: Sendable {
 
 /// SSEState behind a lock, with waiters woken on every change.
 /// `@unchecked Sendable`: every access to `value` happens while holding `lock`.
-final class SSELockedState: @unchecked Sendable {
+private final class SSELockedState: @unchecked Sendable {
     private let lock = NSLock()
     private var value = SSEState()
 

@@ -85,7 +85,7 @@ public struct ConfigurationError: Error, CustomStringConvertible, Equatable {
 extension HeraldConfiguration {
     /// Reads every setting from `environment`, falling back to the defaults above where a variable is unset.
     public static func fromEnvironment(_ environment: [String: String]) throws(ConfigurationError) -> HeraldConfiguration {
-        var reader = EnvironmentReader(environment: environment)
+        let reader = EnvironmentReader(environment: environment)
         let defaults = HeraldConfiguration()
         var configuration = defaults
         configuration.redisURL = try reader.url("REDIS_URL", schemes: ["redis"], default: defaults.redisURL)

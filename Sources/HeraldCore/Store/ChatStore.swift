@@ -5,6 +5,10 @@ import PostgresClient
 /// A thread that does not exist, or (with owners) is not the caller's: the two look the same from outside.
 public struct NotFound: Error, Equatable {
     public let what: String
+
+    public init(what: String) {
+        self.what = what
+    }
 }
 
 /// Threads, messages and runs in PostgreSQL. Every value travels as a bound parameter; SQL text is constant.
@@ -24,7 +28,7 @@ public struct ChatStore: Sendable {
                 _ = try connection.query("SELECT pg_advisory_xact_lock(7261)")
                 let done = try connection.query("SELECT 1 FROM herald_schema_migrations WHERE version = $1", [String(migration.version)])
                 guard done.rows.isEmpty else { return false }
-                _ = try connection.query(migration.sql)
+                try connection.execute(script: migration.sql)
                 _ = try connection.query("INSERT INTO herald_schema_migrations (version) VALUES ($1)", [String(migration.version)])
                 return true
             }

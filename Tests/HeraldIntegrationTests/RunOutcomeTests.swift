@@ -1,0 +1,107 @@
+import Foundation
+import HeraldTestSupport
+import Testing
+
+@Suite("run outcomes and webhooks", .serialized)
+struct RunOutcomeTests {
+    /// The captured LangGraph success payload, pointed at one of our runs.
+    func langGraphSuccess(thread: String, reply: String) throws -> [UInt8] {
+        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("../HeraldCoreTests/Fixtures/langgraph-webhook-success.json")
+        var object = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any])
+        object["thread_id"] = thread
+        var values = try #require(object["values"] as? [String: Any])
+        var messages = try #require(values["messages"] as? [[String: Any]])
+        messages[messages.count - 1]["content"] = [["type": "text", "text": reply]]
+        values["messages"] = messages
+        object["values"] = values
+        return Array(try JSONSerialization.data(withJSONObject: object))
+    }
+
+    @Test("a retried webhook stores nothing new, publishes nothing new, and still answers 2xx")
+    func webhookIdempotency() async throws {
+        try await withStack { stack in
+            let api = API(stack.url)
+            let thread = try await api.createThread()
+            let stream = try await api.openStream(thread)
+            try await stream.waitForComment(containing: "connected")
+            let sent = try await api.send(thread, "[[silent]] wait for me")
+            _ = try await stream.waitForEvents(count: 3)  // user message, queued, running
+
+            let body = try langGraphSuccess(thread: thread, reply: "from the fixture")
+            for attempt in 1...3 {
+                // LangGraph's JS server posts JSON as text/plain.
+                let response = try await TestHTTPClient.request(
+                    "POST", "\(stack.url)/webhook/chat-response?run_id=\(sent.run)",
+                    headers: [("Content-Type", "text/plain;charset=UTF-8")], body: body
+                )
+                #expect(response.status == 200, "attempt \(attempt): \(response.text)")
+                #expect(try api.json(response)["status"] as? String == (attempt == 1 ? "accepted" : "duplicate"))
+            }
+            let events = try await stream.waitForEvents(count: 5)
+            #expect(events[3].type == "message_update")
+            #expect((events[3].object["message"] as? [String: Any])?["content"] as? String == "from the fixture")
+            #expect(events[4].object["status"] as? String == "completed")
+            // Nothing more arrives.
+            try await Task.sleep(for: .milliseconds(500))
+            #expect(stream.events.count == 5)
+            let messages = try await api.messages(thread)
+            #expect(messages.count == 2)
+        }
+    }
+
+    @Test("engine down: the run fails after retries and an error frame is published")
+    func engineDown() async throws {
+        try await withStack(agent: .unreachable, environment: ["HERALD_AGENT_MAX_ATTEMPTS": "2"]) { stack in
+            let api = API(stack.url)
+            let thread = try await api.createThread()
+            let stream = try await api.openStream(thread)
+            try await stream.waitForComment(containing: "connected")
+            let sent = try await api.send(thread, "anyone there?")
+            let events = try await stream.waitForEvents(count: 4, timeout: .seconds(15))
+            #expect(events.map(\.type) == ["message_update", "run_status", "error", "run_status"])
+            let error = try #require(events[2].object["error"] as? [String: Any])
+            #expect(error["code"] as? String == "agent_unreachable")
+            #expect(events[2].object["run_id"] as? String == sent.run)
+            #expect(events[3].object["status"] as? String == "failed")
+        }
+    }
+
+    @Test("an engine that never calls back: the run times out with an error frame")
+    func runTimeout() async throws {
+        try await withStack(environment: ["HERALD_RUN_TIMEOUT_SECONDS": "1"]) { stack in
+            let api = API(stack.url)
+            let thread = try await api.createThread()
+            let stream = try await api.openStream(thread)
+            try await stream.waitForComment(containing: "connected")
+            _ = try await api.send(thread, "[[silent]] never answered")
+            let events = try await stream.waitForEvents(count: 5, timeout: .seconds(10))
+            #expect(events.map(\.type) == ["message_update", "run_status", "run_status", "error", "run_status"])
+            #expect((events[3].object["error"] as? [String: Any])?["code"] as? String == "run_timed_out")
+            #expect(events[4].object["status"] as? String == "timed_out")
+            // A late answer changes nothing.
+            let late = try await TestHTTPClient.request(
+                "POST", "\(stack.url)/webhook/chat-response",
+                json: #"{"run_id":"\#(events[4].object["run_id"] as? String ?? "")","event":"completed","content":"too late"}"#
+            )
+            #expect(late.status == 200)
+            #expect(try api.json(late)["status"] as? String == "duplicate")
+            #expect(try await api.messages(thread).count == 1)
+        }
+    }
+
+    @Test("an engine-reported error fails the run with its message")
+    func engineError() async throws {
+        try await withStack { stack in
+            let api = API(stack.url)
+            let thread = try await api.createThread()
+            let stream = try await api.openStream(thread)
+            try await stream.waitForComment(containing: "connected")
+            _ = try await api.send(thread, "[[fail]] please")
+            let events = try await stream.waitForEvents(count: 5)
+            #expect(events[3].type == "error")
+            #expect((events[3].object["error"] as? [String: Any])?["message"] as? String == "the graph was asked to fail")
+            #expect(events[4].object["status"] as? String == "failed")
+        }
+    }
+}

@@ -1,0 +1,82 @@
+import Foundation
+import HeraldTestSupport
+import Testing
+
+@Suite("stream lifecycle", .serialized)
+struct StreamLifecycleTests {
+    @Test("an idle stream gets heartbeats")
+    func heartbeat() async throws {
+        try await withStack(environment: ["HERALD_HEARTBEAT_SECONDS": "0.2"]) { stack in
+            let api = API(stack.url)
+            let stream = try await api.openStream(try await api.createThread())
+            try await stream.waitForComment(containing: "heartbeat", timeout: .seconds(3))
+            #expect(stream.events.isEmpty)
+        }
+    }
+
+    @Test("vanished clients are cleaned up: registry empty, NUMSUB 0, one subscriber connection throughout")
+    func cleanupAfterKilledClients() async throws {
+        try await withStack { stack in
+            let api = API(stack.url)
+            let threads = [try await api.createThread(), try await api.createThread(), try await api.createThread()]
+            func subscriberConnections() async throws -> Int {
+                try await stack.redis.command("CLIENT", "LIST").split(separator: "\n").filter { $0.contains("name=herald-sub-") }.count
+            }
+            #expect(try await subscriberConnections() == 1)
+
+            var streams: [SSEStream] = []
+            for index in 0..<30 {
+                let stream = try await api.openStream(threads[index % threads.count])
+                try await stream.waitForComment(containing: "connected")
+                streams.append(stream)
+            }
+            #expect(try await api.metric("herald_sse_connections") == 30)
+            #expect(try await api.metric("herald_subscribed_threads") == 3)
+            #expect(try await subscriberConnections() == 1)
+            for thread in threads {
+                let numsub = try await stack.redis.command("PUBSUB", "NUMSUB", "sse:thread:\(thread)")
+                #expect(numsub.split(separator: "\n").last == "1", "NUMSUB \(numsub)")
+            }
+
+            // Vanish: abortive closes (RST) for most, a polite close for a few.
+            for (index, stream) in streams.enumerated() {
+                if index % 5 == 0 { await stream.connection.closeGracefully() } else { stream.connection.kill() }
+            }
+            try await eventually(timeout: .seconds(5), "registry empty") {
+                try await api.metric("herald_sse_connections") == 0 && api.metric("herald_subscribed_threads") == 0
+            }
+            for thread in threads {
+                try await eventually(timeout: .seconds(5), "NUMSUB 0 for \(thread)") {
+                    try await stack.redis.command("PUBSUB", "NUMSUB", "sse:thread:\(thread)").split(separator: "\n").last == "0"
+                }
+            }
+            #expect(try await subscriberConnections() == 1)
+        }
+    }
+
+    @Test("SIGTERM closes open streams promptly and the process exits")
+    func gracefulShutdown() async throws {
+        try await withStack { stack in
+            let api = API(stack.url)
+            let stream = try await api.openStream(try await api.createThread())
+            try await stream.waitForComment(containing: "connected")
+            let started = ContinuousClock.now
+            stack.node.process.signal(SIGTERM)
+            try await stream.waitForEnd(timeout: .seconds(5))
+            let status = try await stack.node.process.waitForExit(timeout: .seconds(10))
+            #expect(status == 0)
+            #expect(ContinuousClock.now - started < .seconds(5))
+        }
+    }
+
+    @Test("an unknown thread's stream is a 404 JSON error")
+    func unknownThread() async throws {
+        try await withStack { stack in
+            let response = try await TestHTTPClient.request("GET", "\(stack.url)/chats/sse/\(UUID().uuidString.lowercased())")
+            #expect(response.status == 404)
+            #expect(response.header("Content-Type")?.hasPrefix("application/json") == true)
+            let error = try #require(try API(stack.url).json(response)["error"] as? [String: Any])
+            #expect(error["code"] as? String == "not_found")
+        }
+    }
+}

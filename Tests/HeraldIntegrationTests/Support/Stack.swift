@@ -1,0 +1,124 @@
+import Foundation
+import HeraldTestSupport
+import Testing
+
+/// PostgreSQL is slow to initialise, so one server serves the whole test process; each stack gets its own
+/// database. Redis is quick: each stack gets its own server, so tests can count its clients or restart it.
+actor SharedPostgres {
+    static let shared = SharedPostgres()
+    private var server: PostgresServer?
+
+    func server() async throws -> PostgresServer {
+        if let server { return server }
+        let started = try await PostgresServer.start()
+        server = started
+        return started
+    }
+}
+
+/// A running Herald deployment for one test: Redis, a database, the demo agent and one or more Herald nodes,
+/// all real processes on loopback.
+final class Stack: Sendable {
+    let redis: RedisServer
+    let databaseURL: String
+    let agent: ChildProcess?
+    let agentURL: String
+    let nodes: [Node]
+
+    struct Node: Sendable {
+        let process: ChildProcess
+        let port: Int
+        var url: String { "http://127.0.0.1:\(port)" }
+    }
+
+    var node: Node { nodes[0] }
+    var url: String { nodes[0].url }
+
+    enum Agent {
+        /// `herald demo-agent` on a free port.
+        case demo
+        /// A port nothing listens on: every trigger fails to connect.
+        case unreachable
+    }
+
+    static func start(
+        nodes count: Int = 1, agent: Agent = .demo, environment: [String: String] = [:], redisPersistence: Bool = false
+    ) async throws -> Stack {
+        let herald = builtProduct("herald")
+        let redis = try await RedisServer.start(persistence: redisPersistence)
+        let databaseURL = try await SharedPostgres.shared.server().createDatabase()
+
+        let migrate = try ChildProcess.start(herald, ["migrate"], environment: ["DATABASE_URL": databaseURL])
+        let status = try await migrate.waitForExit(timeout: .seconds(30))
+        #expect(status == 0, "herald migrate failed: \(migrate.log())")
+
+        var agentProcess: ChildProcess?
+        let agentPort = freeTCPPort()
+        let agentURL = "http://127.0.0.1:\(agentPort)"
+        if case .demo = agent {
+            let process = try ChildProcess.start(
+                herald, ["demo-agent", "--port", String(agentPort), "--delay-ms", "100", "--token-delay-ms", "10"]
+            )
+            try await waitUntilHealthy("\(agentURL)/healthz", process: process)
+            agentProcess = process
+        }
+
+        var nodes: [Node] = []
+        for _ in 0..<count {
+            let port = freeTCPPort()
+            var env = [
+                "REDIS_URL": redis.url,
+                "DATABASE_URL": databaseURL,
+                "AGENT_URL": agentURL,
+                "AGENT_KIND": "langgraph",
+                "PUBLIC_URL": "http://127.0.0.1:\(port)",
+                "HERALD_HOST": "127.0.0.1",
+                "HERALD_PORT": String(port),
+                "HERALD_LOG_LEVEL": "debug",
+            ]
+            env.merge(environment) { _, override in override }
+            let process = try ChildProcess.start(herald, ["serve"], environment: env)
+            try await waitUntilHealthy("http://127.0.0.1:\(port)/readyz", process: process)
+            nodes.append(Node(process: process, port: port))
+        }
+        return Stack(redis: redis, databaseURL: databaseURL, agent: agentProcess, agentURL: agentURL, nodes: nodes)
+    }
+
+    private init(redis: RedisServer, databaseURL: String, agent: ChildProcess?, agentURL: String, nodes: [Node]) {
+        self.redis = redis
+        self.databaseURL = databaseURL
+        self.agent = agent
+        self.agentURL = agentURL
+        self.nodes = nodes
+    }
+
+    func stop() async {
+        for node in nodes { node.process.terminate() }
+        agent?.terminate()
+        try? await redis.stop()
+    }
+
+    /// Logs of every process, for failure messages.
+    func logs() -> String {
+        nodes.enumerated().map { "--- node \($0.offset) ---\n\($0.element.process.log().suffix(4000))" }.joined(separator: "\n")
+            + "\n--- agent ---\n" + (agent?.log().suffix(2000) ?? "none")
+    }
+}
+
+/// Runs `body` with a started stack and always stops it.
+func withStack<T>(
+    nodes: Int = 1, agent: Stack.Agent = .demo, environment: [String: String] = [:], redisPersistence: Bool = false,
+    _ body: (Stack) async throws -> T
+) async throws -> T {
+    let stack = try await Stack.start(nodes: nodes, agent: agent, environment: environment, redisPersistence: redisPersistence)
+    do {
+        let result = try await body(stack)
+        await stack.stop()
+        return result
+    } catch {
+        let logs = stack.logs()
+        await stack.stop()
+        Issue.record("stack logs:\n\(logs)")
+        throw error
+    }
+}
