@@ -24,7 +24,8 @@ let package = Package(
     ],
     targets: [
         // C modules: system libraries and the typed wrappers Swift needs around variadic C.
-        .systemLibrary(name: "CHiredis", pkgConfig: "hiredis", providers: [.apt(["libhiredis-dev"])]),
+        // hiredis headers live in /usr/include; its pkg-config adds a -D flag SwiftPM refuses, so none is used.
+        .systemLibrary(name: "CHiredis", providers: [.apt(["libhiredis-dev"])]),
         .systemLibrary(name: "CLibpq", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
         .target(name: "CCurl", linkerSettings: [.linkedLibrary("curl")]),
 

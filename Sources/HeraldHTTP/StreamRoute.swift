@@ -46,7 +46,13 @@ struct StreamRoute {
             throw error
         }
         let channel = context.channel
-        channel.closeFuture.whenComplete { _ in connection.end(.clientGone) }
+        do {
+            try await ClientHangupObserver.install(on: channel) { connection.end(.clientGone) }
+        } catch {
+            // The channel is already closed: the client left before its stream began.
+            connection.end(.clientGone)
+            throw error
+        }
         let interval = TimeAmount.nanoseconds(Int64(configuration.heartbeatSeconds * 1_000_000_000))
         let heartbeat = channel.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
             connection.pushHeartbeat()

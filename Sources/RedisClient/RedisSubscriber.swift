@@ -87,7 +87,8 @@ public final class RedisSubscriber: Sendable {
     }
 
     /// Removes `channel` from the wanted set and, when connected, unsubscribes and waits for Redis's confirmation
-    /// (or the connection's end). No message for `channel` is delivered after this returns. Never throws in practice.
+    /// (at most 5 s, or until the connection ends). No message for `channel` is delivered after this returns.
+    /// Does not throw when disconnected (nor in practice otherwise).
     public func unsubscribe(_ channel: String) async throws {
         try await self.eventLoop.flatSubmit {
             self.core.value.unsubscribe(channel)
@@ -106,22 +107,23 @@ public final class RedisSubscriber: Sendable {
     private func runConnections() async {
         var attempt = 0
         var connectionID = 0
-        while await self.onLoop({ !$0.isShutdown }) {
+        while await self.onLoop({ !$0.isShutdown }) == true {
             connectionID += 1
             let id = connectionID
             do {
                 let channel = try await self.connect(connectionID: id)
-                guard await self.onLoop({ $0.attach(channel, connectionID: id) }) else {
+                guard await self.onLoop({ $0.attach(channel, connectionID: id) }) == true else {
                     channel.close(promise: nil)
                     return
                 }
                 attempt = 0
                 try? await channel.closeFuture.get()
-                self.logger.warning("Redis subscriber connection lost")
+                guard await self.onLoop({ !$0.isShutdown }) == true else { return }
+                self.logger.warning("Redis subscriber connection lost, reconnecting")
             } catch {
+                guard await self.onLoop({ !$0.isShutdown }) == true else { return }
                 self.logger.warning("Redis subscriber cannot connect", metadata: ["error": "\(error)"])
             }
-            guard await self.onLoop({ !$0.isShutdown }) else { return }
             let delay = Self.backoff(attempt: attempt)
             attempt = min(attempt + 1, 16)
             self.logger.debug("Redis subscriber reconnecting", metadata: ["delay": "\(delay)"])
@@ -139,9 +141,10 @@ public final class RedisSubscriber: Sendable {
             eventLoopGroup: self.eventLoop,
             connectTimeout: timeout,
             logger: logger,
-            makeHandler: { _ in
+            makeHandler: { channel in
                 // The channel's loop is the subscriber's loop, so the core may be used directly from here on.
                 let subscriber = core.value
+                subscriber.connecting = channel
                 return RedisChannelHandler(logger: logger) { push in
                     subscriber.handle(push, connectionID: connectionID)
                 }
@@ -156,9 +159,10 @@ public final class RedisSubscriber: Sendable {
         return channel
     }
 
-    private func onLoop<Result: Sendable>(_ body: @escaping @Sendable (SubscriberCore) -> Result) async -> Result {
-        // Only fails if the event loop is shut down, which the subscriber's owner must not do while it runs.
-        try! await self.eventLoop.submit { body(self.core.value) }.get()
+    /// Runs `body` with the core on the subscriber's event loop; nil if that loop is shut down (the owner must not
+    /// do that while `run()` runs; the loop then ends as if shut down).
+    private func onLoop<Result: Sendable>(_ body: @escaping @Sendable (SubscriberCore) -> Result) async -> Result? {
+        try? await self.eventLoop.submit { body(self.core.value) }.get()
     }
 
     /// 50 ms doubling to 2 s, with "equal jitter": a uniformly random delay in [d/2, d].
@@ -204,6 +208,8 @@ final class SubscriberCore {
     private var waitingForConnection: [String: [Waiter]] = [:]
 
     private var connection: (any Channel)?
+    /// The channel being connected / handshaking, closed by `shutdown()` so that `run()` returns promptly.
+    var connecting: (any Channel)?
     private var connectionID = 0
     private var awaitingBarrier = false
     private var isReady = false
@@ -231,16 +237,13 @@ final class SubscriberCore {
     /// Adopts a connection that finished its handshake: subscribes every wanted channel, then PINGs; the PONG
     /// (answered after all SUBSCRIBE confirmations) marks the subscriber ready. False after shutdown.
     func attach(_ channel: any Channel, connectionID: Int) -> Bool {
+        self.connecting = nil
         guard !self.isShutdown else { return false }
         self.connection = channel
         self.connectionID = connectionID
         self.confirmed = []
         self.expectations = [:]
         self.isReady = false
-
-        channel.closeFuture.assumeIsolated().whenComplete { _ in
-            self.detach(connectionID: connectionID)
-        }
 
         let channels = Array(self.wanted)
         for name in channels {
@@ -263,6 +266,10 @@ final class SubscriberCore {
             }
             self.awaitingBarrier = true
             channel.sendRedisPushCommand(["PING"])
+        }
+        // Last: if the channel is already closed this runs right away and hands the waiters back.
+        channel.closeFuture.assumeIsolated().whenComplete { _ in
+            self.detach(connectionID: connectionID)
         }
         return true
     }
@@ -288,7 +295,7 @@ final class SubscriberCore {
             for expectation in queue {
                 for waiter in expectation.waiters {
                     switch expectation.kind {
-                    case .subscribe where self.wanted.contains(name):
+                    case .subscribe where self.wanted.contains(name) && !self.isShutdown:
                         self.waitingForConnection[name, default: []].append(waiter)
                     case .subscribe:
                         waiter.promise.fail(RedisError.notConnected)
@@ -312,6 +319,8 @@ final class SubscriberCore {
         }
         self.waitingForConnection = [:]
         self.connection?.close(promise: nil)
+        self.connecting?.close(promise: nil)
+        self.connecting = nil
         self.sleeper?.succeed()
     }
 
@@ -434,6 +443,9 @@ final class SubscriberCore {
             queue.append(Expectation(kind: .unsubscribe, waiters: [waiter]))
         }
         self.expectations[channel] = queue
+        // Do not hang the caller on an unresponsive Redis: the channel is already unwanted, its messages dropped.
+        let timer = self.eventLoop.assumeIsolated().scheduleTask(in: .seconds(5)) { waiter.promise.succeed() }
+        waiter.promise.futureResult.assumeIsolated().whenComplete { _ in timer.cancel() }
         return waiter.promise.futureResult
     }
 

@@ -66,7 +66,7 @@ struct FrameEncoderTests {
     func preamble() {
         var parser = SSEParser()
         let items = parser.feed(Array((FrameEncoder.preamble + FrameEncoder.heartbeat).utf8))
-        #expect(items == [.comment(" connected"), .comment(" heartbeat")])
+        #expect(items == [.comment("connected"), .comment("heartbeat")])
         #expect(parser.retry == 3000)
     }
 }

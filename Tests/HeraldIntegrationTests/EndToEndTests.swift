@@ -47,7 +47,7 @@ struct EndToEndTests {
             #expect(stream.connection.header("Content-Type") == "text/event-stream")
             #expect(stream.connection.header("Cache-Control") == "no-cache")
             #expect(stream.connection.header("X-Accel-Buffering") == "no")
-            #expect(String(decoding: stream.rawBytes.prefix(24), as: UTF8.self) == "retry: 3000\n: connected\n\n")
+            #expect(String(decoding: stream.rawBytes.prefix(25), as: UTF8.self) == "retry: 3000\n: connected\n\n")
 
             // Stored: the user message and the reply, in order.
             let messages = try await api.messages(thread)

@@ -43,7 +43,9 @@ struct StreamLifecycleTests {
                 if index % 5 == 0 { await stream.connection.closeGracefully() } else { stream.connection.kill() }
             }
             try await eventually(timeout: .seconds(5), "registry empty") {
-                try await api.metric("herald_sse_connections") == 0 && api.metric("herald_subscribed_threads") == 0
+                let connections = try await api.metric("herald_sse_connections")
+                let subscribed = try await api.metric("herald_subscribed_threads")
+                return connections == 0 && subscribed == 0
             }
             for thread in threads {
                 try await eventually(timeout: .seconds(5), "NUMSUB 0 for \(thread)") {

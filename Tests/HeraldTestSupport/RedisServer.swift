@@ -139,7 +139,7 @@ public final class RedisServer: @unchecked Sendable {
         process.terminationHandler = { process in
             exit.succeed(process.terminationStatus)
         }
-        try process.run()
+        try await Self.spawn(process)
         self.lock.withLock {
             self.running = Running(process: process, exit: exit.futureResult)
         }
@@ -155,6 +155,20 @@ public final class RedisServer: @unchecked Sendable {
         self.terminate()
         let log = (try? String(contentsOf: self.directory.appendingPathComponent("redis.log"), encoding: .utf8)) ?? ""
         throw RedisServerError.didNotStart(port: self.port, log: log)
+    }
+
+    /// Runs `process` from a thread-pool thread with all signals unblocked for the moment of the spawn: the child
+    /// inherits the spawning thread's signal mask, and Swift concurrency's threads block SIGTERM, which would make
+    /// redis-server ignore `stop()`.
+    private static func spawn(_ process: Process) async throws {
+        try await NIOThreadPool.singleton.runIfActive {
+            var none = sigset_t()
+            var saved = sigset_t()
+            sigemptyset(&none)
+            pthread_sigmask(SIG_SETMASK, &none, &saved)
+            defer { pthread_sigmask(SIG_SETMASK, &saved, nil) }
+            try process.run()
+        }
     }
 
     private static func cli(port: Int, _ args: [String]) async throws -> String {

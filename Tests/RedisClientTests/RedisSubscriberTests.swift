@@ -87,8 +87,10 @@ private struct Harness {
         }
         #expect(ContinuousClock.now - start < .seconds(2))
         #expect(!subscriber.isConnected)
-        subscriber.shutdown()
+        // Cancelling run() ends the subscriber like shutdown().
+        runner.cancel()
         try await runner.value
+        await #expect(throws: RedisError.notConnected) { try await subscriber.subscribe("x") }
     }
 
     @Test func reconnectsAndResubscribesAfterClientKill() async throws {
@@ -97,6 +99,14 @@ private struct Harness {
         let harness = Harness(port: server.port, name: "herald-killed")
         try await harness.subscriber.subscribe("a")
         try await harness.subscriber.subscribe("b")
+        // Many concurrent subscribes, each confirmed on its own.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for i in 0..<1500 {
+                group.addTask { try await harness.subscriber.subscribe("bulk:\(i)") }
+            }
+            try await group.waitForAll()
+        }
+        #expect(try await client.send("PUBSUB", "CHANNELS", "bulk:*").array?.count == 1500)
         #expect(try await eventually { harness.events.all == [.connected] })
 
         #expect(try await server.command("CLIENT", "KILL", "TYPE", "pubsub") == "1")
@@ -104,6 +114,7 @@ private struct Harness {
         #expect(harness.subscriber.isConnected)
         // .reconnected comes after every channel was re-subscribed, on a connection that has its name again.
         #expect(try await server.command("PUBSUB", "NUMSUB", "a", "b") == "a\n1\nb\n1")
+        #expect(try await client.send("PUBSUB", "CHANNELS", "bulk:*").array?.count == 1500)
         let clients = try await server.command("CLIENT", "LIST")
         #expect(clients.split(separator: "\n").filter { $0.contains("name=herald-killed") }.count == 1)
 
@@ -136,7 +147,7 @@ private struct Harness {
         try await Task.sleep(for: .milliseconds(100))
         try await server.restart()
         try await late.value
-        #expect(harness.subscriber.isConnected)
+        #expect(try await eventually { harness.subscriber.isConnected })
         #expect(try await server.command("PUBSUB", "NUMSUB", "thread:1", "thread:2") == "thread:1\n1\nthread:2\n1")
         _ = try? await client.send("PING")
         #expect(try await client.send("PUBLISH", "thread:2", "late") == .integer(1))
