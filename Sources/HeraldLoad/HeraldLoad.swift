@@ -1,0 +1,428 @@
+import ArgumentParser
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Synchronization
+
+/// `herald-load`: load against a running Herald, measured from the outside. See docs/benchmarks.md.
+@main
+struct HeraldLoad: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "herald-load",
+        abstract: "Load generator for a running Herald: SSE fan-out of native delta webhooks, or idle connections.",
+        discussion: """
+            Default mode: creates a thread and a run on it (a send with "[[silent]]", which the demo agent never \
+            answers; give the server a large HERALD_RUN_TIMEOUT_SECONDS), opens --subscribers SSE streams on the \
+            thread, then posts --webhooks native delta webhooks (POST /webhook/chat-response) from --concurrency \
+            keep-alive connections, paced at --rate per second or as fast as they go (--rate 0). Every delta \
+            carries its index and the send time; every subscriber checks it gets each accepted index exactly \
+            once and records publish-to-receive latency.
+
+            --connections-only: opens --subscribers idle streams (over --threads threads), holds them \
+            --hold-seconds and reports Herald's RSS per connection (needs --pid).
+
+            The last line of output is `RESULT key=value ...` for scripts. Exit status 1 when a frame was \
+            missing or duplicated, a webhook was not accepted, or a stream closed early.
+            """
+    )
+
+    @Option(help: "Herald's base URL (plain http).") var url = "http://127.0.0.1:8080"
+    @Option(help: "SSE subscribers (all on one thread unless --connections-only --threads).") var subscribers = 100
+    @Option(help: "Delta webhooks to post.") var webhooks = 2000
+    @Option(help: "Webhooks per second; 0: as fast as --concurrency allows.") var rate: Double = 0
+    @Option(help: "Webhook requests in flight, one keep-alive connection each.") var concurrency = 8
+    @Option(help: "Event-loop threads of this tool (subscribers and senders are spread over them).") var eventLoops = 2
+    @Option(help: "Padding bytes in each delta's text.") var payloadBytes = 64
+    @Option(help: "Herald's pid: its RSS (VmRSS) and CPU time before and after.") var pid: Int32?
+    @Option(help: "Redis server's pid: its CPU time during the measurement.") var redisPid: Int32?
+    @Flag(help: "Hold idle SSE connections and report RSS per connection.") var connectionsOnly = false
+    @Option(help: "With --connections-only: threads the connections are spread over.") var threads = 1
+    @Option(help: "With --connections-only: seconds to hold the connections before measuring.") var holdSeconds: Double = 2
+    @Option(help: "Seconds to wait for frames still on their way after the last webhook's answer.") var drainTimeout: Double = 30
+    @Option(help: "Connections opened concurrently.") var connectBatch = 50
+    @Option(help: "Label put first on the RESULT line.") var label = "-"
+    @Flag(help: "Keep the thread(s) instead of deleting them at the end.") var keepThreads = false
+
+    func validate() throws {
+        guard (0...100_000).contains(subscribers) else { throw ValidationError("--subscribers must be 0…100000") }
+        guard (1...10_000_000).contains(webhooks) else { throw ValidationError("--webhooks must be 1…10000000") }
+        guard rate >= 0, rate.isFinite else { throw ValidationError("--rate must be ≥ 0") }
+        guard (1...1024).contains(concurrency) else { throw ValidationError("--concurrency must be 1…1024") }
+        guard (1...64).contains(eventLoops) else { throw ValidationError("--event-loops must be 1…64") }
+        guard (0...60_000).contains(payloadBytes) else { throw ValidationError("--payload-bytes must be 0…60000") }
+        guard (1...10_000).contains(threads) else { throw ValidationError("--threads must be 1…10000") }
+        guard (0...3600).contains(holdSeconds) else { throw ValidationError("--hold-seconds must be 0…3600") }
+        guard drainTimeout > 0, drainTimeout <= 3600 else { throw ValidationError("--drain-timeout must be in (0, 3600]") }
+        guard (1...1000).contains(connectBatch) else { throw ValidationError("--connect-batch must be 1…1000") }
+        if connectionsOnly && subscribers == 0 { throw ValidationError("--connections-only needs --subscribers > 0") }
+    }
+
+    func run() async throws {
+        let target = try Target(url: url)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: eventLoops)
+        let passed: Result<Bool, any Error>
+        do {
+            let context = LoadContext(options: self, target: target, group: group)
+            passed = .success(try await connectionsOnly ? context.connections() : context.deltas())
+        } catch {
+            passed = .failure(error)
+        }
+        try? await group.shutdownGracefully()
+        switch passed {
+        case .success(true): return
+        case .success(false): throw ExitCode(1)
+        case .failure(let error):
+            FileHandle.standardError.write(Data("herald-load: \(error)\n".utf8))
+            throw ExitCode(2)
+        }
+    }
+}
+
+/// One invocation's settings and connections.
+struct LoadContext: Sendable {
+    let subscribers: Int
+    let webhooks: Int
+    let rate: Double
+    let concurrency: Int
+    let payloadBytes: Int
+    let pid: Int32?
+    let redisPid: Int32?
+    let threads: Int
+    let holdSeconds: Double
+    let drainTimeout: Double
+    let connectBatch: Int
+    let label: String
+    let keepThreads: Bool
+    let target: Target
+    let group: MultiThreadedEventLoopGroup
+
+    init(options: HeraldLoad, target: Target, group: MultiThreadedEventLoopGroup) {
+        subscribers = options.subscribers
+        webhooks = options.webhooks
+        rate = options.rate
+        concurrency = options.concurrency
+        payloadBytes = options.payloadBytes
+        pid = options.pid
+        redisPid = options.redisPid
+        threads = options.threads
+        holdSeconds = options.holdSeconds
+        drainTimeout = options.drainTimeout
+        connectBatch = options.connectBatch
+        label = options.label
+        keepThreads = options.keepThreads
+        self.target = target
+        self.group = group
+    }
+
+    private func log(_ text: String) {
+        FileHandle.standardError.write(Data("herald-load: \(text)\n".utf8))
+    }
+
+    // MARK: Set-up
+
+    private func createThread() async throws -> String {
+        let reply = try await HTTP.oneShot(.POST, "/chats", json: #"{"title":"herald-load"}"#, target: target, group: group)
+        guard reply.status == .created, let id = jsonString(reply.body, "id") else {
+            throw LoadError("POST /chats answered \(reply.status.code): \(reply.text)")
+        }
+        return id
+    }
+
+    /// A run that stays open: the demo agent never answers `[[silent]]`.
+    private func startRun(on thread: String) async throws -> String {
+        let reply = try await HTTP.oneShot(
+            .POST, "/chats/\(thread)/send", json: #"{"content":"[[silent]] load"}"#, target: target, group: group
+        )
+        guard reply.status == .accepted, let id = jsonString(reply.body, "run", "id") else {
+            throw LoadError("POST /chats/\(thread)/send answered \(reply.status.code): \(reply.text)")
+        }
+        return id
+    }
+
+    private func deleteThreads(_ ids: [String]) async {
+        guard !keepThreads else { return }
+        for id in ids {
+            do {
+                let reply = try await HTTP.oneShot(.DELETE, "/chats/\(id)", json: nil, target: target, group: group)
+                if reply.status != .noContent { log("DELETE /chats/\(id) answered \(reply.status.code)") }
+            } catch {
+                log("DELETE /chats/\(id) failed: \(error)")
+            }
+        }
+    }
+
+    /// Opens `subscribers` streams, `connectBatch` at a time; each returns once Herald sent `: connected`.
+    private func openSubscribers(threads: [String], expected: Int, progress: Progress) async throws -> [Subscriber] {
+        var opened: [Subscriber] = []
+        opened.reserveCapacity(subscribers)
+        var next = 0
+        while next < subscribers {
+            let range = next..<min(subscribers, next + connectBatch)
+            let batch = await withTaskGroup(of: Result<Subscriber, any Error>.self) { tasks in
+                for index in range {
+                    let thread = threads[index % threads.count]
+                    tasks.addTask { [target, group] in
+                        do {
+                            return .success(
+                                try await Subscriber.open(target, thread: thread, expected: expected, progress: progress, group: group)
+                            )
+                        } catch {
+                            return .failure(error)
+                        }
+                    }
+                }
+                var results: [Result<Subscriber, any Error>] = []
+                for await result in tasks { results.append(result) }
+                return results
+            }
+            var failure: (any Error)?
+            for result in batch {
+                switch result {
+                case .success(let subscriber): opened.append(subscriber)
+                case .failure(let error): failure = failure ?? error
+                }
+            }
+            if let failure {
+                for subscriber in opened { await subscriber.close() }
+                throw LoadError("opening subscriber \(opened.count + 1) of \(subscribers) failed: \(failure)")
+            }
+            next = range.upperBound
+        }
+        return opened
+    }
+
+    // MARK: Deltas
+
+    func deltas() async throws -> Bool {
+        let thread = try await createThread()
+        do {
+            let passed = try await deltas(thread: thread)
+            await deleteThreads([thread])
+            return passed
+        } catch {
+            await deleteThreads([thread])
+            throw error
+        }
+    }
+
+    private func deltas(thread: String) async throws -> Bool {
+        let runID = try await startRun(on: thread)
+        let rssStart = pid.flatMap(ProcessProbe.rssKiB)
+
+        let progress = Progress()
+        let openStart = Now.nanos()
+        let streams = try await openSubscribers(threads: [thread], expected: webhooks, progress: progress)
+        let openSeconds = Double(Now.nanos() - openStart) / 1e9
+        let rssSubscribed = pid.flatMap(ProcessProbe.rssKiB)
+        log("\(streams.count) subscribers connected in \(String(format: "%.2f", openSeconds)) s; posting \(webhooks) webhooks")
+
+        var senders: [HTTP.Connection] = []
+        for _ in 0..<concurrency {
+            senders.append(try await HTTP.connect(target, group: group))
+        }
+        let padding = String(repeating: "x", count: payloadBytes)
+        let host = target.hostHeader
+
+        let cpuBefore = CPUSample.take(herald: pid, redis: redisPid)
+        let start = Now.nanos()
+        let schedule = Schedule(total: webhooks, rate: rate > 0 ? rate : nil, start: .now)
+        let sent = try await withThrowingTaskGroup(of: SenderReport.self) { tasks in
+            for connection in senders {
+                tasks.addTask {
+                    try await Sender.run(on: connection, schedule: schedule, runID: runID, padding: padding, host: host)
+                }
+            }
+            var total = SenderReport()
+            for try await report in tasks { total.merge(report) }
+            return total
+        }
+
+        // Drain: until every subscriber has every index, or nothing arrived for 3 s, or the drain timeout.
+        let drainDeadline = Now.nanos() + UInt64(drainTimeout * 1e9)
+        var lastFrames = progress.frames.load(ordering: .relaxed)
+        var lastChange = Now.nanos()
+        var drainOutcome = "complete"
+        while progress.complete.load(ordering: .relaxed) + progress.closedEarly.load(ordering: .relaxed) < streams.count {
+            let now = Now.nanos()
+            let frames = progress.frames.load(ordering: .relaxed)
+            if frames != lastFrames {
+                (lastFrames, lastChange) = (frames, now)
+            } else if now - lastChange > 3_000_000_000 {
+                drainOutcome = "idle for 3 s"
+                break
+            }
+            if now > drainDeadline {
+                drainOutcome = "drain timeout"
+                break
+            }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        let cpu = CPUSample.take(herald: pid, redis: redisPid) - cpuBefore
+        let rssEnd = pid.flatMap(ProcessProbe.rssKiB)
+
+        var accepted = [Bool](repeating: false, count: webhooks)
+        for index in sent.accepted { accepted[index] = true }
+        var results: [SubscriberResult] = []
+        results.reserveCapacity(streams.count)
+        for stream in streams {
+            results.append(try await stream.result(accepted: accepted))
+        }
+        for stream in streams { await stream.close() }
+
+        // Figures.
+        let acceptedCount = sent.accepted.count
+        let failedCount = sent.failed.values.reduce(0, +)
+        let sendSeconds = Double(max(sent.lastResponse, start) - start) / 1e9
+        let frames = results.reduce(0) { $0 + $1.frames }
+        let lastFrame = results.map(\.lastReceive).max() ?? start
+        let deliverSeconds = Double(max(lastFrame, start) - start) / 1e9
+        let missing = results.reduce(0) { $0 + $1.missing }
+        let duplicates = results.reduce(0) { $0 + $1.duplicates }
+        let unexpected = results.reduce(0) { $0 + $1.unexpected }
+        let malformed = results.reduce(0) { $0 + $1.malformed }
+        let gappy = results.filter { $0.missing > 0 }.count
+        let closedEarly = results.filter(\.closedEarly).count
+        var allLatencies: [Int64] = []
+        allLatencies.reserveCapacity(frames)
+        for result in results { allLatencies += result.latencies }
+        let latency = Percentiles(allLatencies)
+        let roundTrip = Percentiles(sent.roundTrips)
+        let webhooksPerSecond = sendSeconds > 0 ? Double(acceptedCount) / sendSeconds : nil
+        let framesPerSecond = deliverSeconds > 0 ? Double(frames) / deliverSeconds : nil
+
+        var report = Report()
+        report.line(
+            "scenario: \(streams.count) subscriber(s) on one thread, \(webhooks) delta webhooks, "
+                + "\(rate > 0 ? String(format: "%.0f/s", rate) : "max rate"), concurrency \(concurrency), "
+                + "payload \(payloadBytes) B"
+        )
+        report.line(
+            String(
+                format: "webhooks: %d accepted, %d duplicate, %d ignored, %d failed in %.3f s = %.0f/s accepted",
+                acceptedCount, sent.duplicate, sent.ignored, failedCount, sendSeconds, webhooksPerSecond ?? 0
+            ) + "; answer p50 \(roundTrip.ms(0.5)) ms, p99 \(roundTrip.ms(0.99)) ms"
+        )
+        if let firstError = sent.firstError { report.line("  first webhook not accepted: \(firstError)") }
+        report.line(
+            String(format: "frames: %d delivered in %.3f s = %.0f/s (all subscribers)", frames, deliverSeconds, framesPerSecond ?? 0)
+                + "; drain: \(drainOutcome)"
+        )
+        report.line(
+            "latency publish→receive (ms): p50 \(latency.ms(0.5)), p90 \(latency.ms(0.9)), p99 \(latency.ms(0.99)), "
+                + "max \(Percentiles.ms(latency.max)) over \(latency.count) frames"
+        )
+        report.line(
+            "delivery: missing \(missing), duplicate \(duplicates), unexpected \(unexpected), malformed \(malformed); "
+                + "subscribers with gaps \(gappy), closed early \(closedEarly)"
+        )
+        if pid != nil {
+            let perWebhook = cpu.herald.map { acceptedCount > 0 ? $0 / Double(acceptedCount) * 1e6 : 0 }
+            let perFrame = cpu.herald.map { frames > 0 ? $0 / Double(frames) * 1e6 : 0 }
+            report.line(
+                "herald: RSS \(formatMiB(rssStart)) before, \(formatMiB(rssSubscribed)) subscribed, \(formatMiB(rssEnd)) after; "
+                    + String(format: "CPU %.2f s (%.0f µs per webhook, %.1f µs per frame)", cpu.herald ?? 0, perWebhook ?? 0, perFrame ?? 0)
+            )
+        }
+        report.line(String(format: "load tool CPU %.2f s", cpu.own) + (cpu.redis.map { String(format: ", redis CPU %.2f s", $0) } ?? ""))
+
+        report.field("label", label)
+        report.field("mode", "deltas")
+        report.field("subscribers", streams.count)
+        report.field("webhooks", webhooks)
+        report.field("rate", rate, decimals: 0)
+        report.field("concurrency", concurrency)
+        report.field("accepted", acceptedCount)
+        report.field("not_accepted", sent.duplicate + sent.ignored + failedCount)
+        report.field("webhooks_per_s", webhooksPerSecond, decimals: 0)
+        report.field("frames", frames)
+        report.field("frames_per_s", framesPerSecond, decimals: 0)
+        report.field("p50_ms", latency.ms(0.5))
+        report.field("p90_ms", latency.ms(0.9))
+        report.field("p99_ms", latency.ms(0.99))
+        report.field("max_ms", Percentiles.ms(latency.max))
+        report.field("answer_p50_ms", roundTrip.ms(0.5))
+        report.field("answer_p99_ms", roundTrip.ms(0.99))
+        report.field("missing", missing)
+        report.field("duplicates", duplicates)
+        report.field("unexpected", unexpected)
+        report.field("closed_early", closedEarly)
+        report.field("herald_cpu_s", cpu.herald, decimals: 2)
+        report.field("herald_us_per_webhook", cpu.herald.map { acceptedCount > 0 ? $0 / Double(acceptedCount) * 1e6 : 0 }, decimals: 0)
+        report.field("herald_us_per_frame", cpu.herald.map { frames > 0 ? $0 / Double(frames) * 1e6 : 0 }, decimals: 2)
+        report.field("redis_cpu_s", cpu.redis, decimals: 2)
+        report.field("tool_cpu_s", cpu.own, decimals: 2)
+        report.field("rss_start_kib", rssStart.map(String.init) ?? "-")
+        report.field("rss_subscribed_kib", rssSubscribed.map(String.init) ?? "-")
+        report.field("rss_end_kib", rssEnd.map(String.init) ?? "-")
+        report.print()
+
+        return acceptedCount == webhooks && missing == 0 && duplicates == 0 && unexpected == 0 && malformed == 0 && closedEarly == 0
+    }
+
+    // MARK: Idle connections
+
+    func connections() async throws -> Bool {
+        var threadIDs: [String] = []
+        do {
+            for _ in 0..<threads { threadIDs.append(try await createThread()) }
+            let passed = try await connections(threads: threadIDs)
+            await deleteThreads(threadIDs)
+            return passed
+        } catch {
+            await deleteThreads(threadIDs)
+            throw error
+        }
+    }
+
+    private func connections(threads threadIDs: [String]) async throws -> Bool {
+        let progress = Progress()
+        let rssBefore = pid.flatMap(ProcessProbe.rssKiB)
+        let cpuBefore = CPUSample.take(herald: pid, redis: redisPid)
+        let openStart = Now.nanos()
+        let streams = try await openSubscribers(threads: threadIDs, expected: 0, progress: progress)
+        let openSeconds = Double(Now.nanos() - openStart) / 1e9
+        let cpuOpen = CPUSample.take(herald: pid, redis: redisPid) - cpuBefore
+        log("\(streams.count) connections open in \(String(format: "%.2f", openSeconds)) s; holding \(holdSeconds) s")
+        try await Task.sleep(for: .seconds(holdSeconds))
+        let rssOpen = pid.flatMap(ProcessProbe.rssKiB)
+        let closedEarly = progress.closedEarly.load(ordering: .relaxed)
+        for stream in streams { await stream.close() }
+        try await Task.sleep(for: .seconds(1))
+        let rssClosed = pid.flatMap(ProcessProbe.rssKiB)
+
+        var perConnection: Double?
+        if let rssBefore, let rssOpen, !streams.isEmpty {
+            perConnection = Double(rssOpen - rssBefore) / Double(streams.count)
+        }
+        var report = Report()
+        report.line("scenario: \(streams.count) idle SSE connections over \(threadIDs.count) thread(s), held \(holdSeconds) s")
+        report.line(
+            String(
+                format: "opened in %.2f s (%.0f/s, %d at a time); closed early while held: %d",
+                openSeconds, Double(streams.count) / max(openSeconds, 1e-9), connectBatch, closedEarly
+            )
+        )
+        if pid != nil {
+            report.line(
+                "herald: RSS \(formatMiB(rssBefore)) before, \(formatMiB(rssOpen)) with the connections, "
+                    + "\(formatMiB(rssClosed)) 1 s after closing them; "
+                    + (perConnection.map { String(format: "%.1f KiB per connection", $0) } ?? "-")
+                    + String(format: "; CPU to open them %.2f s", cpuOpen.herald ?? 0)
+            )
+        }
+        report.field("label", label)
+        report.field("mode", "connections")
+        report.field("connections", streams.count)
+        report.field("threads", threadIDs.count)
+        report.field("open_s", openSeconds, decimals: 2)
+        report.field("closed_early", closedEarly)
+        report.field("rss_before_kib", rssBefore.map(String.init) ?? "-")
+        report.field("rss_open_kib", rssOpen.map(String.init) ?? "-")
+        report.field("rss_closed_kib", rssClosed.map(String.init) ?? "-")
+        report.field("kib_per_connection", perConnection, decimals: 1)
+        report.field("herald_cpu_open_s", cpuOpen.herald, decimals: 2)
+        report.print()
+        return closedEarly == 0
+    }
+}

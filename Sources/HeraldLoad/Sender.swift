@@ -1,0 +1,90 @@
+import NIOCore
+import NIOHTTP1
+import Synchronization
+
+/// Hands out webhook indexes 0..<total to the sender connections, and their due times when paced.
+final class Schedule: Sendable {
+    let total: Int
+    /// Webhooks per second; nil: as fast as the connections allow.
+    let rate: Double?
+    let start: ContinuousClock.Instant
+    private let next = Atomic<Int>(0)
+
+    init(total: Int, rate: Double?, start: ContinuousClock.Instant) {
+        self.total = total
+        self.rate = rate
+        self.start = start
+    }
+
+    func take() -> Int? {
+        let index = next.wrappingAdd(1, ordering: .relaxed).oldValue
+        return index < total ? index : nil
+    }
+
+    func due(_ index: Int) -> ContinuousClock.Instant? {
+        guard let rate else { return nil }
+        return start.advanced(by: .nanoseconds(Int64((Double(index) * 1e9 / rate).rounded())))
+    }
+}
+
+struct SenderReport: Sendable {
+    var accepted: [Int] = []
+    var duplicate = 0
+    var ignored = 0
+    /// Non-200 answers, by status code.
+    var failed: [Int: Int] = [:]
+    /// Request written → response read, nanoseconds.
+    var roundTrips: [Int64] = []
+    var lastResponse: UInt64 = 0
+    var firstError: String?
+
+    mutating func merge(_ other: SenderReport) {
+        accepted += other.accepted
+        duplicate += other.duplicate
+        ignored += other.ignored
+        failed.merge(other.failed, uniquingKeysWith: +)
+        roundTrips += other.roundTrips
+        lastResponse = max(lastResponse, other.lastResponse)
+        firstError = firstError ?? other.firstError
+    }
+}
+
+/// One keep-alive connection posting native delta webhooks, one at a time, until the schedule runs out.
+enum Sender {
+    static func run(
+        on connection: HTTP.Connection, schedule: Schedule, runID: String, padding: String, host: String
+    ) async throws -> SenderReport {
+        try await connection.executeThenClose { inbound, outbound in
+            var iterator = inbound.makeAsyncIterator()
+            var report = SenderReport()
+            while let index = schedule.take() {
+                if let due = schedule.due(index), due > .now {
+                    try await Task.sleep(until: due, tolerance: .microseconds(100), clock: .continuous)
+                }
+                let sent = Now.nanos()
+                let body = ByteBuffer(
+                    string: #"{"run_id":"\#(runID)","event":"delta","index":\#(index),"delta":"\#(index):\#(sent):\#(padding)"}"#
+                )
+                let reply = try await HTTP.exchange(.POST, "/webhook/chat-response", json: body, host: host, inbound: &iterator, outbound: outbound)
+                let received = Now.nanos()
+                report.roundTrips.append(Int64(bitPattern: received &- sent))
+                report.lastResponse = received
+                guard reply.status == .ok else {
+                    report.failed[Int(reply.status.code), default: 0] += 1
+                    if report.firstError == nil { report.firstError = "\(reply.status.code) \(reply.text)" }
+                    continue
+                }
+                let text = reply.text
+                if text.contains("\"accepted\"") {
+                    report.accepted.append(index)
+                } else if text.contains("\"duplicate\"") {
+                    report.duplicate += 1
+                } else {
+                    report.ignored += 1
+                    if report.firstError == nil { report.firstError = "200 \(text)" }
+                }
+            }
+            return report
+        }
+    }
+}

@@ -1,0 +1,279 @@
+import Glibc
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Synchronization
+
+/// Counters every subscriber bumps, read by the main task while it waits.
+final class Progress: Sendable {
+    /// Frames of `event: delta` parsed, across subscribers.
+    let frames = Atomic<Int>(0)
+    /// Subscribers that have every expected index.
+    let complete = Atomic<Int>(0)
+    /// Subscribers whose connection closed before they were complete.
+    let closedEarly = Atomic<Int>(0)
+}
+
+/// What one subscriber saw, computed on its event loop once the run is over.
+struct SubscriberResult: Sendable {
+    var frames = 0
+    /// Accepted indexes never received.
+    var missing = 0
+    /// Receptions beyond the first of an index.
+    var duplicates = 0
+    /// Indexes received that were never accepted (or outside 0..<expected).
+    var unexpected = 0
+    /// `data:` lines of delta frames the parser could not read.
+    var malformed = 0
+    var latencies: [Int64] = []
+    var lastReceive: UInt64 = 0
+    var closedEarly = false
+}
+
+/// An open SSE subscriber: its channel and the promise fulfilled by the `: connected` comment, which Herald
+/// sends only once the thread's channel is subscribed in Redis (so no frame published afterwards is missed).
+struct Subscriber: Sendable {
+    let channel: any Channel
+    let connected: EventLoopPromise<Void>
+
+    static func open(
+        _ target: Target, thread: String, expected: Int, progress: Progress, group: any EventLoopGroup,
+        timeout: TimeAmount = .seconds(15)
+    ) async throws -> Subscriber {
+        let uri = "/chats/sse/\(thread)"
+        let host = target.hostHeader
+        let subscriber = try await ClientBootstrap(group: group)
+            .connectTimeout(.seconds(10))
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .connect(to: target.address) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let connected = channel.eventLoop.makePromise(of: Void.self)
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                    try channel.pipeline.syncOperations.addHandler(
+                        SSESubscriberHandler(uri: uri, host: host, expected: expected, progress: progress, connected: connected)
+                    )
+                    return Subscriber(channel: channel, connected: connected)
+                }
+            }
+        let promise = subscriber.connected
+        let timer = subscriber.channel.eventLoop.scheduleTask(in: timeout) {
+            promise.fail(LoadError("no `: connected` within \(timeout.nanoseconds / 1_000_000_000) s"))
+        }
+        do {
+            try await subscriber.connected.futureResult.get()
+            timer.cancel()
+        } catch {
+            timer.cancel()
+            try? await subscriber.channel.close()
+            throw error
+        }
+        return subscriber
+    }
+
+    func result(accepted: [Bool]) async throws -> SubscriberResult {
+        let channel = self.channel
+        return try await channel.eventLoop.submit {
+            try channel.pipeline.syncOperations.handler(type: SSESubscriberHandler.self).result(accepted: accepted)
+        }.get()
+    }
+
+    func close() async {
+        try? await channel.close()
+    }
+}
+
+/// Sends `GET /chats/sse/{thread}` and reads the stream with a minimal SSE parser: lines, `event: delta`, and
+/// from its `data:` line the delta text `"<index>:<send nanos>:<padding>"` the load tool posted.
+/// Lives on its channel's event loop; all state is confined there.
+final class SSESubscriberHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundOut = HTTPClientRequestPart
+
+    private let uri: String
+    private let host: String
+    private let expected: Int
+    private let progress: Progress
+    private let connected: EventLoopPromise<Void>
+
+    private var counts: [UInt16]
+    private var distinct = 0
+    private var frames = 0
+    private var malformed = 0
+    private var outOfRange = 0
+    private var latencies: [Int64] = []
+    private var lastReceive: UInt64 = 0
+    private var isComplete = false
+    private var isClosed = false
+
+    private var pending = ByteBuffer()
+    private var inDeltaFrame = false
+
+    init(uri: String, host: String, expected: Int, progress: Progress, connected: EventLoopPromise<Void>) {
+        self.uri = uri
+        self.host = host
+        self.expected = expected
+        self.progress = progress
+        self.connected = connected
+        self.counts = [UInt16](repeating: 0, count: expected)
+        self.latencies.reserveCapacity(expected)
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: uri)
+        head.headers.add(name: "Host", value: host)
+        head.headers.add(name: "Accept", value: "text/event-stream")
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            if head.status != .ok {
+                connected.fail(LoadError("GET \(uri) answered \(head.status.code)"))
+                context.close(promise: nil)
+            }
+        case .body(var chunk):
+            let now = Now.nanos()
+            pending.writeBuffer(&chunk)
+            consumeLines(receivedAt: now)
+        case .end:
+            context.close(promise: nil)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        isClosed = true
+        connected.fail(LoadError("GET \(uri): connection closed before `: connected`"))
+        if !isComplete {
+            progress.closedEarly.wrappingAdd(1, ordering: .relaxed)
+        }
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+
+    // MARK: Parsing
+
+    private enum Line {
+        case blank, deltaEvent, otherEvent, connectedComment, other
+        case deltaData(index: Int, sentNanos: UInt64)
+        case badData
+    }
+
+    private func consumeLines(receivedAt now: UInt64) {
+        while true {
+            let parsed: (length: Int, line: Line)? = pending.withUnsafeReadableBytes { bytes in
+                guard let base = bytes.baseAddress, let newline = memchr(base, 0x0A, bytes.count) else { return nil }
+                let length = base.distance(to: UnsafeRawPointer(newline))
+                return (length, Self.classify(UnsafeRawBufferPointer(rebasing: bytes[0..<length]), inDeltaFrame: inDeltaFrame))
+            }
+            guard let parsed else { break }
+            pending.moveReaderIndex(forwardBy: parsed.length + 1)
+            switch parsed.line {
+            case .blank: inDeltaFrame = false
+            case .deltaEvent: inDeltaFrame = true
+            case .otherEvent: inDeltaFrame = false
+            case .connectedComment: connected.succeed()
+            case .other: break
+            case .badData: malformed += 1
+            case .deltaData(let index, let sent): record(index: index, sentNanos: sent, receivedAt: now)
+            }
+        }
+        if pending.readableBytes == 0 {
+            pending.clear()
+        } else if pending.readerIndex > 16 * 1024 {
+            pending.discardReadBytes()
+        }
+    }
+
+    private static let eventPrefix = Array("event: ".utf8)
+    private static let deltaName = Array("delta".utf8)
+    private static let dataPrefix = Array("data: ".utf8)
+    private static let connectedLine = Array(": connected".utf8)
+    private static let deltaKey = Array("\"delta\":\"".utf8)
+
+    private static func classify(_ line: UnsafeRawBufferPointer, inDeltaFrame: Bool) -> Line {
+        if line.isEmpty || (line.count == 1 && line[0] == 0x0D) { return .blank }
+        if line.starts(with: eventPrefix) {
+            return line.dropFirst(eventPrefix.count).elementsEqual(deltaName) ? .deltaEvent : .otherEvent
+        }
+        if line.starts(with: dataPrefix) {
+            guard inDeltaFrame else { return .other }
+            guard let start = find(deltaKey, in: line) else { return .badData }
+            var position = start + deltaKey.count
+            guard let index = readNumber(line, &position), position < line.count, line[position] == UInt8(ascii: ":") else {
+                return .badData
+            }
+            position += 1
+            guard let sent = readNumber(line, &position), position < line.count, line[position] == UInt8(ascii: ":") else {
+                return .badData
+            }
+            return .deltaData(index: Int(index), sentNanos: sent)
+        }
+        if line.elementsEqual(connectedLine) { return .connectedComment }
+        return .other
+    }
+
+    private static func find(_ needle: [UInt8], in haystack: UnsafeRawBufferPointer) -> Int? {
+        guard haystack.count >= needle.count, let base = haystack.baseAddress else { return nil }
+        var offset = 0
+        while offset + needle.count <= haystack.count {
+            guard let hit = memchr(base + offset, Int32(needle[0]), haystack.count - offset - needle.count + 1) else { return nil }
+            let position = base.distance(to: UnsafeRawPointer(hit))
+            if memcmp(base + position, needle, needle.count) == 0 { return position }
+            offset = position + 1
+        }
+        return nil
+    }
+
+    private static func readNumber(_ bytes: UnsafeRawBufferPointer, _ position: inout Int) -> UInt64? {
+        var value: UInt64 = 0
+        let start = position
+        while position < bytes.count, bytes[position] >= UInt8(ascii: "0"), bytes[position] <= UInt8(ascii: "9"), position - start < 19 {
+            value = value * 10 + UInt64(bytes[position] - UInt8(ascii: "0"))
+            position += 1
+        }
+        return position > start ? value : nil
+    }
+
+    private func record(index: Int, sentNanos: UInt64, receivedAt now: UInt64) {
+        frames += 1
+        lastReceive = now
+        progress.frames.wrappingAdd(1, ordering: .relaxed)
+        guard index >= 0, index < expected else {
+            outOfRange += 1
+            return
+        }
+        latencies.append(Int64(bitPattern: now &- sentNanos))
+        if counts[index] == 0 {
+            distinct += 1
+            if distinct == expected, !isClosed {
+                isComplete = true
+                progress.complete.wrappingAdd(1, ordering: .relaxed)
+            }
+        }
+        if counts[index] < UInt16.max { counts[index] += 1 }
+    }
+
+    func result(accepted: [Bool]) -> SubscriberResult {
+        var result = SubscriberResult()
+        result.frames = frames
+        result.malformed = malformed
+        result.unexpected = outOfRange
+        result.latencies = latencies
+        result.lastReceive = lastReceive
+        result.closedEarly = isClosed && !isComplete
+        for index in 0..<expected {
+            let count = Int(counts[index])
+            let wanted = index < accepted.count && accepted[index]
+            if wanted && count == 0 { result.missing += 1 }
+            if !wanted && count > 0 { result.unexpected += 1 }
+            if count > 1 { result.duplicates += count - 1 }
+        }
+        return result
+    }
+}
