@@ -98,7 +98,7 @@ struct CurlHTTPClientTests {
         #expect(bodies.count == 100)
         #expect(bodies.allSatisfy { $0.value == "\($0.key)" })
         // Serialised, 100 × 200 ms would take 20 s: the transfers really overlapped.
-        #expect(elapsed < .seconds(5))
+        #expect(elapsed < .seconds(10))
         #expect(server.maxConcurrentConnections > 10)
     }
 
@@ -140,7 +140,8 @@ struct CurlHTTPClientTests {
         let cancelledAt = ContinuousClock.now
         task.cancel()
         let result = await task.result
-        #expect(ContinuousClock.now - cancelledAt < .milliseconds(500))
+        // Far sooner than the 30 s transfer timeout.
+        #expect(ContinuousClock.now - cancelledAt < .seconds(5))
         #expect(throws: CancellationError.self) { try result.get() }
         // The loop dropped the transfer: the server sees the connection close.
         #expect(await eventually { server.clientClosedHangs == 1 })
@@ -243,7 +244,7 @@ struct RetryTests {
         let start = ContinuousClock.now
         let response = try await client.execute(CurlRequest(url: server.url + "/"), retrying: fast)
         #expect(response.status == 204)
-        #expect(ContinuousClock.now - start < .seconds(2))
+        #expect(ContinuousClock.now - start < .seconds(5))
 
         let delay = CurlHTTPClient.retryAfter(
             CurlResponse(status: 429, headers: [("retry-after", " 2 ")], body: []),
