@@ -38,9 +38,15 @@ struct StreamRoute {
             thread: thread,
             limits: .init(maxFrames: configuration.streamQueueMaxFrames, maxBytes: configuration.streamQueueMaxBytes)
         )
+        // A resume starts after the client's id; anything else (live, or a malformed id answered with resync)
+        // counts from the log's newest id, where a catch-up after a subscriber outage begins.
         let baseline: StreamID
         do {
-            baseline = start == .live ? try await replayer.latestID(of: thread) : .zero
+            if case .after = start {
+                baseline = .zero
+            } else {
+                baseline = try await replayer.latestID(of: thread)
+            }
         } catch {
             connection.end(.clientGone)
             throw error
@@ -52,6 +58,11 @@ struct StreamRoute {
             // The channel is already closed: the client left before its stream began.
             connection.end(.clientGone)
             throw error
+        }
+        // A slow consumer's writer may be stuck in a write to a socket nobody reads: closing the channel fails
+        // that write, so the client is really disconnected (and counted) rather than merely unregistered.
+        connection.whenEnded { reason in
+            if reason == .slowConsumer { channel.close(promise: nil) }
         }
         let interval = TimeAmount.nanoseconds(Int64(configuration.heartbeatSeconds * 1_000_000_000))
         let heartbeat = channel.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in

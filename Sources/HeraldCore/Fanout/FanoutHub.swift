@@ -10,6 +10,8 @@ import ServiceLifecycle
 public final class FanoutHub: Service, Sendable {
     private struct Registry {
         var connections: [String: [UInt64: StreamConnection]] = [:]
+        /// Connections whose subscription `acquire` succeeded: each holds one reference of its channel.
+        var holdingReference: Set<UInt64> = []
         var nextID: UInt64 = 0
         var count = 0
     }
@@ -40,28 +42,16 @@ public final class FanoutHub: Service, Sendable {
     }
 
     /// Registers a client for `thread` and returns once Redis confirmed the channel subscription, so that every
-    /// frame published from now on reaches the connection's queue.
+    /// frame published from now on reaches the connection's queue. The connection is registered before the
+    /// subscription is confirmed: a frame arriving right after the confirmation is never missed.
     public func open(thread: UUID, limits: StreamConnection.Limits) async throws(DependencyUnavailable) -> StreamConnection {
         let channel = keys.channel(thread)
-        do {
-            try await subscriptions.acquire(channel)
-        } catch {
-            throw DependencyUnavailable(dependency: "redis", underlying: "subscribe failed: \(error)")
-        }
         let id = registry.withLockedValue { registry -> UInt64 in
             registry.nextID += 1
             return registry.nextID
         }
         let connection = StreamConnection(id: id, thread: thread, limits: limits) { [registry, subscriptions] connection, _ in
-            let emptied = registry.withLockedValue { registry -> Bool in
-                guard registry.connections[channel]?.removeValue(forKey: connection.id) != nil else { return false }
-                registry.count -= 1
-                if registry.connections[channel]?.isEmpty == true {
-                    registry.connections[channel] = nil
-                }
-                return true
-            }
-            if emptied {
+            if FanoutHub.unregister(connection, channel: channel, registry: registry) {
                 Task { await subscriptions.release(channel) }
             }
         }
@@ -69,7 +59,38 @@ public final class FanoutHub: Service, Sendable {
             registry.connections[channel, default: [:]][id] = connection
             registry.count += 1
         }
+        do {
+            try await subscriptions.acquire(channel)
+        } catch {
+            // `acquire` gave its reference back itself.
+            _ = FanoutHub.unregister(connection, channel: channel, registry: registry)
+            connection.end(.clientGone)
+            throw DependencyUnavailable(dependency: "redis", underlying: "subscribe failed: \(error)")
+        }
+        // From here on the connection owns a reference, given back when it ends; if it ended while subscribing,
+        // it is given back now.
+        let stillOpen = registry.withLockedValue { registry -> Bool in
+            guard registry.connections[channel]?[id] != nil else { return false }
+            registry.holdingReference.insert(id)
+            return true
+        }
+        if !stillOpen {
+            let subscriptions = self.subscriptions
+            Task { await subscriptions.release(channel) }
+        }
         return connection
+    }
+
+    /// Removes `connection` from the registry; true if it held a channel reference, which the caller gives back.
+    private static func unregister(_ connection: StreamConnection, channel: String, registry: NIOLockedValueBox<Registry>) -> Bool {
+        registry.withLockedValue { registry -> Bool in
+            guard registry.connections[channel]?.removeValue(forKey: connection.id) != nil else { return false }
+            registry.count -= 1
+            if registry.connections[channel]?.isEmpty == true {
+                registry.connections[channel] = nil
+            }
+            return registry.holdingReference.remove(connection.id) != nil
+        }
     }
 
     /// Open client connections on this node.
@@ -111,9 +132,15 @@ public final class FanoutHub: Service, Sendable {
         switch event {
         case .connected, .reconnected:
             logger.info("redis subscriber connected", metadata: ["event": "\(event)"])
+            // Every channel is subscribed again: held-back catch-ups may read the log now, and see everything
+            // that was published while the connection was down.
+            let all = registry.withLockedValue { $0.connections.values.flatMap(\.values) }
+            for connection in all {
+                connection.subscriberReady()
+            }
         case .disconnected:
             // Whatever is published until the subscriptions are back is missed live; each client reads it
-            // from the log before its next live frame.
+            // from the log, once the subscriber is back, before its next live frame.
             logger.warning("redis subscriber disconnected; streams will catch up from the log")
             let all = registry.withLockedValue { $0.connections.values.flatMap(\.values) }
             for connection in all {

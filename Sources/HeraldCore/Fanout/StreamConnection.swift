@@ -33,9 +33,27 @@ public final class StreamConnection: Sendable {
         var items = CircularBuffer<Item>(initialCapacity: 8)
         var queuedFrames = 0
         var queuedBytes = 0
-        var heartbeatQueued = false
+        var heartbeatPending = false
+        /// The node's subscriber connection is down: a queued `catchUp` waits until it is back, because a log
+        /// read before the channel is subscribed again would miss what is published in between.
+        var subscriberDown = false
         var waiter: CheckedContinuation<Item?, Never>?
         var endReason: EndReason?
+        var endHandler: (@Sendable (EndReason) -> Void)?
+
+        /// Removes and returns the first item that may be sent now.
+        mutating func popDeliverable() -> Item? {
+            guard let first = items.first else { return nil }
+            if case .catchUp = first, subscriberDown, endReason == nil { return nil }
+            switch items.removeFirst() {
+            case .frame(let frame):
+                queuedFrames -= 1
+                queuedBytes -= frame.readableBytes
+                return .frame(frame)
+            case let item:
+                return item
+            }
+        }
     }
 
     public let id: UInt64
@@ -53,25 +71,49 @@ public final class StreamConnection: Sendable {
 
     public var endReason: EndReason? { state.withLockedValue { $0.endReason } }
 
+    /// Calls `handler` once the connection ends (at once if it has ended already), e.g. to close the socket of a
+    /// slow consumer whose writer is stuck in a write.
+    public func whenEnded(_ handler: @escaping @Sendable (EndReason) -> Void) {
+        let ended: EndReason? = state.withLockedValue { state in
+            if let reason = state.endReason { return reason }
+            state.endHandler = handler
+            return nil
+        }
+        if let ended { handler(ended) }
+    }
+
     /// Queues a frame. A client whose backlog passes the limits is ended as a slow consumer: the hub never
     /// buffers without bound and never waits for one client.
     func push(_ frame: ByteBuffer) {
         enqueue(.frame(frame), bytes: frame.readableBytes)
     }
 
+    /// The subscriber connection dropped: frames may be missed until it is back. The catch-up queued here is
+    /// held back until `subscriberReady()`; live frames that arrive after it are sent after it.
     func pushCatchUp() {
         enqueue(.catchUp, bytes: 0)
     }
 
+    /// The subscriber connection is back with every channel subscribed: a held-back catch-up may read the log.
+    func subscriberReady() {
+        let resume: (CheckedContinuation<Item?, Never>, Item)? = state.withLockedValue { state in
+            state.subscriberDown = false
+            guard let waiter = state.waiter, let item = state.popDeliverable() else { return nil }
+            state.waiter = nil
+            return (waiter, item)
+        }
+        if let (waiter, item) = resume { waiter.resume(returning: item) }
+    }
+
     public func pushHeartbeat() {
         let waiter: CheckedContinuation<Item?, Never>? = state.withLockedValue { state in
-            guard state.endReason == nil, !state.heartbeatQueued else { return nil }
+            guard state.endReason == nil else { return nil }
+            // A waiting writer has nothing it may send now: the heartbeat goes out at once.
             if let waiter = state.waiter {
                 state.waiter = nil
                 return waiter
             }
-            state.heartbeatQueued = true
-            state.items.append(.heartbeat)
+            state.heartbeatPending = true
             return nil
         }
         waiter?.resume(returning: .heartbeat)
@@ -81,9 +123,15 @@ public final class StreamConnection: Sendable {
         enum Action { case none, resume(CheckedContinuation<Item?, Never>), overflow }
         let action: Action = state.withLockedValue { state in
             guard state.endReason == nil else { return .none }
-            if let waiter = state.waiter {
-                state.waiter = nil
-                return .resume(waiter)
+            if case .catchUp = item {
+                state.subscriberDown = true
+            } else if let waiter = state.waiter {
+                // The writer waits only when nothing queued may be sent; a frame behind a held-back catch-up
+                // must wait for it.
+                if state.items.isEmpty {
+                    state.waiter = nil
+                    return .resume(waiter)
+                }
             }
             if case .frame = item {
                 guard state.queuedFrames < limits.maxFrames, state.queuedBytes + bytes <= limits.maxBytes else {
@@ -105,36 +153,38 @@ public final class StreamConnection: Sendable {
     /// Ends the connection. Queued frames are dropped, except after `threadDeleted`, whose own frame is queued
     /// last and is still delivered.
     public func end(_ reason: EndReason) {
-        let (waiter, first): (CheckedContinuation<Item?, Never>?, Bool) = state.withLockedValue { state in
-            guard state.endReason == nil else { return (nil, false) }
+        let (waiter, first, handler): (CheckedContinuation<Item?, Never>?, Bool, (@Sendable (EndReason) -> Void)?) = state.withLockedValue { state in
+            guard state.endReason == nil else { return (nil, false, nil) }
             state.endReason = reason
+            state.heartbeatPending = false
             if reason != .threadDeleted {
                 state.items.removeAll()
+                state.queuedFrames = 0
+                state.queuedBytes = 0
             }
             let waiter = state.waiter
             state.waiter = nil
-            return (waiter, true)
+            let handler = state.endHandler
+            state.endHandler = nil
+            return (waiter, true, handler)
         }
         waiter?.resume(returning: nil)
-        if first { onEnd(self, reason) }
+        if first {
+            onEnd(self, reason)
+            handler?(reason)
+        }
     }
 
     /// The next item to send, or nil once the connection has ended (and, after `threadDeleted`, drained).
+    /// Queued frames come first; a heartbeat goes out when nothing else may be sent.
     func next() async -> Item? {
         await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Item?, Never>) in
                 let ready: Item?? = state.withLockedValue { state in
-                    if let item = state.items.popFirst() {
-                        switch item {
-                        case .frame(let frame):
-                            state.queuedFrames -= 1
-                            state.queuedBytes -= frame.readableBytes
-                        case .heartbeat:
-                            state.heartbeatQueued = false
-                        case .catchUp:
-                            break
-                        }
-                        return .some(item)
+                    if let item = state.popDeliverable() { return .some(item) }
+                    if state.heartbeatPending {
+                        state.heartbeatPending = false
+                        return .some(.heartbeat)
                     }
                     if state.endReason != nil { return .some(nil) }
                     state.waiter = continuation

@@ -51,8 +51,9 @@ public struct StreamSession: Sendable {
         while let item = await connection.next() {
             switch item {
             case .frame(let frame):
-                if let lastSentID, let id = FrameEncoder.frameID(of: frame) {
-                    if id <= lastSentID { continue }
+                // Every id sent counts, live ones too: a later catch-up starts after the newest id sent.
+                if let id = FrameEncoder.frameID(of: frame) {
+                    if let lastSentID, id <= lastSentID { continue }
                     self.lastSentID = id
                 }
                 return frame
