@@ -36,6 +36,7 @@ struct HeraldLoad: AsyncParsableCommand {
     @Option(help: "Padding bytes in each delta's text.") var payloadBytes = 64
     @Option(help: "Herald's pid: its RSS (VmRSS) and CPU time before and after.") var pid: Int32?
     @Option(help: "Redis server's pid: its CPU time during the measurement.") var redisPid: Int32?
+    @Option(help: "PostgreSQL postmaster's pid: CPU time of it and its backends during the measurement.") var postgresPid: Int32?
     @Flag(help: "Hold idle SSE connections and report RSS per connection.") var connectionsOnly = false
     @Option(help: "With --connections-only: threads the connections are spread over.") var threads = 1
     @Option(help: "With --connections-only: seconds to hold the connections before measuring.") var holdSeconds: Double = 2
@@ -87,7 +88,7 @@ struct LoadContext: Sendable {
     let concurrency: Int
     let payloadBytes: Int
     let pid: Int32?
-    let redisPid: Int32?
+    let probes: Probes
     let threads: Int
     let holdSeconds: Double
     let drainTimeout: Double
@@ -104,7 +105,7 @@ struct LoadContext: Sendable {
         concurrency = options.concurrency
         payloadBytes = options.payloadBytes
         pid = options.pid
-        redisPid = options.redisPid
+        probes = Probes(herald: options.pid, redis: options.redisPid, postgres: options.postgresPid)
         threads = options.threads
         holdSeconds = options.holdSeconds
         drainTimeout = options.drainTimeout
@@ -224,7 +225,8 @@ struct LoadContext: Sendable {
         let padding = String(repeating: "x", count: payloadBytes)
         let host = target.hostHeader
 
-        let cpuBefore = CPUSample.take(herald: pid, redis: redisPid)
+        let loadAverage = ProcessProbe.loadAverage()
+        let cpuBefore = CPUSample.take(probes)
         let start = Now.nanos()
         let schedule = Schedule(total: webhooks, rate: rate > 0 ? rate : nil, start: .now)
         let sent = try await withThrowingTaskGroup(of: SenderReport.self) { tasks in
@@ -258,7 +260,7 @@ struct LoadContext: Sendable {
             }
             try await Task.sleep(for: .milliseconds(5))
         }
-        let cpu = CPUSample.take(herald: pid, redis: redisPid) - cpuBefore
+        let cpu = CPUSample.take(probes) - cpuBefore
         let rssEnd = pid.flatMap(ProcessProbe.rssKiB)
 
         var accepted = [Bool](repeating: false, count: webhooks)
@@ -321,10 +323,13 @@ struct LoadContext: Sendable {
             let perFrame = cpu.herald.map { frames > 0 ? $0 / Double(frames) * 1e6 : 0 }
             report.line(
                 "herald: RSS \(formatMiB(rssStart)) before, \(formatMiB(rssSubscribed)) subscribed, \(formatMiB(rssEnd)) after; "
-                    + String(format: "CPU %.2f s (%.0f µs per webhook, %.1f µs per frame)", cpu.herald ?? 0, perWebhook ?? 0, perFrame ?? 0)
+                    + String(
+                        format: "CPU %.2f s (%.2f in the kernel) = %.2f cores busy (%.0f µs per webhook, %.1f µs per frame)",
+                        cpu.herald ?? 0, cpu.heraldSystem ?? 0, (cpu.herald ?? 0) / max(deliverSeconds, 1e-9), perWebhook ?? 0, perFrame ?? 0
+                    )
             )
         }
-        report.line(String(format: "load tool CPU %.2f s", cpu.own) + (cpu.redis.map { String(format: ", redis CPU %.2f s", $0) } ?? ""))
+        report.line(cpu.othersDescription + (loadAverage.map { String(format: "; load average %.2f at the start", $0) } ?? ""))
 
         report.field("label", label)
         report.field("mode", "deltas")
@@ -348,13 +353,17 @@ struct LoadContext: Sendable {
         report.field("unexpected", unexpected)
         report.field("closed_early", closedEarly)
         report.field("herald_cpu_s", cpu.herald, decimals: 2)
+        report.field("herald_sys_s", cpu.heraldSystem, decimals: 2)
+        report.field("herald_cores", cpu.herald.map { $0 / max(deliverSeconds, 1e-9) }, decimals: 2)
         report.field("herald_us_per_webhook", cpu.herald.map { acceptedCount > 0 ? $0 / Double(acceptedCount) * 1e6 : 0 }, decimals: 0)
         report.field("herald_us_per_frame", cpu.herald.map { frames > 0 ? $0 / Double(frames) * 1e6 : 0 }, decimals: 2)
         report.field("redis_cpu_s", cpu.redis, decimals: 2)
+        report.field("postgres_cpu_s", cpu.postgres, decimals: 2)
         report.field("tool_cpu_s", cpu.own, decimals: 2)
         report.field("rss_start_kib", rssStart.map(String.init) ?? "-")
         report.field("rss_subscribed_kib", rssSubscribed.map(String.init) ?? "-")
         report.field("rss_end_kib", rssEnd.map(String.init) ?? "-")
+        report.field("loadavg", loadAverage, decimals: 2)
         report.print()
 
         return acceptedCount == webhooks && missing == 0 && duplicates == 0 && unexpected == 0 && malformed == 0 && closedEarly == 0
@@ -378,11 +387,11 @@ struct LoadContext: Sendable {
     private func connections(threads threadIDs: [String]) async throws -> Bool {
         let progress = Progress()
         let rssBefore = pid.flatMap(ProcessProbe.rssKiB)
-        let cpuBefore = CPUSample.take(herald: pid, redis: redisPid)
+        let cpuBefore = CPUSample.take(probes)
         let openStart = Now.nanos()
         let streams = try await openSubscribers(threads: threadIDs, expected: 0, progress: progress)
         let openSeconds = Double(Now.nanos() - openStart) / 1e9
-        let cpuOpen = CPUSample.take(herald: pid, redis: redisPid) - cpuBefore
+        let cpuOpen = CPUSample.take(probes) - cpuBefore
         log("\(streams.count) connections open in \(String(format: "%.2f", openSeconds)) s; holding \(holdSeconds) s")
         try await Task.sleep(for: .seconds(holdSeconds))
         let rssOpen = pid.flatMap(ProcessProbe.rssKiB)

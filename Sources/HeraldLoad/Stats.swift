@@ -35,20 +35,43 @@ enum ProcessProbe {
     static func rssKiB(_ pid: Int32) -> Int? {
         guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
         for line in status.split(separator: "\n") where line.hasPrefix("VmRSS:") {
-            return Int(line.dropFirst("VmRSS:".count).split(separator: " ").first ?? "")
+            return Int(line.dropFirst("VmRSS:".count).split(whereSeparator: { $0 == " " || $0 == "\t" }).first ?? "")
         }
         return nil
     }
 
     /// User + system CPU seconds (`utime`, `stime` of /proc/PID/stat).
-    static func cpuSeconds(_ pid: Int32) -> Double? {
+    static func cpuSeconds(_ pid: Int32, includingExitedChildren: Bool = false) -> Double? {
+        cpuTimes(pid, includingExitedChildren: includingExitedChildren).map { $0.user + $0.system }
+    }
+
+    static func cpuTimes(_ pid: Int32, includingExitedChildren: Bool = false) -> (user: Double, system: Double)? {
         guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
               let close = stat.lastIndex(of: ")")
         else { return nil }
         // After "pid (comm) ": field 3 (state) is index 0, so utime (14) and stime (15) are 11 and 12.
         let fields = stat[stat.index(after: close)...].split(separator: " ")
-        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
-        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+        guard fields.count > 14, var user = Double(fields[11]), var system = Double(fields[12]) else { return nil }
+        if includingExitedChildren, let childUser = Double(fields[13]), let childSystem = Double(fields[14]) {
+            user += childUser
+            system += childSystem
+        }
+        let ticksPerSecond = Double(sysconf(Int32(_SC_CLK_TCK)))
+        return (user / ticksPerSecond, system / ticksPerSecond)
+    }
+
+    /// CPU seconds of a process and its live children (PostgreSQL: the postmaster and its backends), plus what
+    /// its children that already exited used (`cutime`, `cstime`).
+    static func treeCPUSeconds(_ pid: Int32) -> Double? {
+        guard let own = cpuSeconds(pid, includingExitedChildren: true) else { return nil }
+        let children = (try? String(contentsOfFile: "/proc/\(pid)/task/\(pid)/children", encoding: .utf8)) ?? ""
+        return children.split(separator: " ").compactMap { Int32($0) }.reduce(own) { $0 + (cpuSeconds($1) ?? 0) }
+    }
+
+    /// The 1-minute load average.
+    static func loadAverage() -> Double? {
+        guard let text = try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8) else { return nil }
+        return text.split(separator: " ").first.flatMap { Double($0) }
     }
 
     static func ownCPUSeconds() -> Double {
@@ -59,14 +82,31 @@ enum ProcessProbe {
     }
 }
 
-/// CPU seconds of Herald, Redis and this process over an interval.
+/// Processes whose CPU time is sampled around a measurement.
+struct Probes: Sendable {
+    var herald: Int32?
+    var redis: Int32?
+    var postgres: Int32?
+}
+
+/// CPU seconds of Herald, Redis, PostgreSQL (postmaster and backends) and this process over an interval.
 struct CPUSample {
     var herald: Double?
+    /// Of `herald`, the time spent in the kernel (socket writes and reads, futexes, epoll).
+    var heraldSystem: Double?
     var redis: Double?
+    var postgres: Double?
     var own: Double
 
-    static func take(herald: Int32?, redis: Int32?) -> CPUSample {
-        CPUSample(herald: herald.flatMap(ProcessProbe.cpuSeconds), redis: redis.flatMap(ProcessProbe.cpuSeconds), own: ProcessProbe.ownCPUSeconds())
+    static func take(_ probes: Probes) -> CPUSample {
+        let herald = probes.herald.flatMap { ProcessProbe.cpuTimes($0) }
+        return CPUSample(
+            herald: herald.map { $0.user + $0.system },
+            heraldSystem: herald?.system,
+            redis: probes.redis.flatMap { ProcessProbe.cpuSeconds($0) },
+            postgres: probes.postgres.flatMap(ProcessProbe.treeCPUSeconds),
+            own: ProcessProbe.ownCPUSeconds()
+        )
     }
 
     static func - (after: CPUSample, before: CPUSample) -> CPUSample {
@@ -74,7 +114,19 @@ struct CPUSample {
             guard let a, let b else { return nil }
             return a - b
         }
-        return CPUSample(herald: minus(after.herald, before.herald), redis: minus(after.redis, before.redis), own: after.own - before.own)
+        return CPUSample(
+            herald: minus(after.herald, before.herald), heraldSystem: minus(after.heraldSystem, before.heraldSystem),
+            redis: minus(after.redis, before.redis),
+            postgres: minus(after.postgres, before.postgres), own: after.own - before.own
+        )
+    }
+
+    /// "load tool CPU 1.00 s, redis CPU 0.20 s, postgres CPU 0.50 s"
+    var othersDescription: String {
+        var parts = [String(format: "load tool CPU %.2f s", own)]
+        if let redis { parts.append(String(format: "redis CPU %.2f s", redis)) }
+        if let postgres { parts.append(String(format: "postgres CPU %.2f s", postgres)) }
+        return parts.joined(separator: ", ")
     }
 }
 

@@ -1,0 +1,233 @@
+#!/usr/bin/env bash
+# The benchmarks of docs/benchmarks.md, end to end on this machine, loopback only:
+#   1. Redis and PostgreSQL through scripts/services.sh (127.0.0.1:6390 and :5440, data under .data/);
+#      if they were not running before, they are stopped again at the end
+#   2. release build of `herald` and `herald-load`
+#   3. `herald migrate`, `herald demo-agent` on 127.0.0.1:$BENCH_AGENT_PORT and a release
+#      `herald serve` on 127.0.0.1:$BENCH_PORT with HERALD_RUN_TIMEOUT_SECONDS=86400 (the load
+#      tool's run stays open) and HERALD_LOG_LEVEL=warning
+#   4. every scenario $RUNS times (herald-load against that server), then a table of medians;
+#      the connections-* scenarios get a freshly started server for every run (RSS only grows)
+#   5. stops the server and the demo agent (and the services if it started them)
+# Everything it writes goes to $BENCH_OUT (default .data/bench-<date>): each run's output,
+# results.txt (the RESULT lines), medians.txt, machine.txt, the server's log.
+#
+# env (all optional): RUNS (3), BENCH_SCENARIOS (names, space-separated; default all, in the
+# order below), BENCH_PORT (18080), BENCH_AGENT_PORT (18090), BENCH_SKIP_BUILD=1 (use the
+# binaries already built), BENCH_SCRATCH_PATH (SwiftPM scratch path, default .build),
+# BENCH_OUT, and what scripts/services.sh reads (REDIS_PORT, PG_PORT, HERALD_DATA_DIR).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+say() { echo "bench: $*" >&2; }
+die() { say "$*"; exit 1; }
+
+RUNS=${RUNS:-3}
+BENCH_PORT=${BENCH_PORT:-18080}
+BENCH_AGENT_PORT=${BENCH_AGENT_PORT:-18090}
+SCRATCH=${BENCH_SCRATCH_PATH:-$ROOT/.build}
+DATA=${HERALD_DATA_DIR:-$ROOT/.data}
+OUT=${BENCH_OUT:-$DATA/bench-$(date +%Y%m%d-%H%M%S)}
+[[ $RUNS =~ ^[1-9][0-9]?$ ]] || die "RUNS must be 1-99"
+
+# name | herald-load arguments. The fanout-* trio posts the same webhooks at the same rate to
+# 1, 100 and 1000 subscribers: what fan-out itself costs. fanout-max-1000 finds the ceiling
+# (1000 webhooks: each stream's backlog stays under the 1024-frame slow-consumer bound).
+SCENARIOS=(
+    "webhooks-max|--subscribers 1 --webhooks 5000 --concurrency 16 --rate 0"
+    "fanout-1|--subscribers 1 --webhooks 500 --rate 25"
+    "fanout-100|--subscribers 100 --webhooks 500 --rate 25"
+    "fanout-1000|--subscribers 1000 --webhooks 500 --rate 25"
+    "fanout-max-1000|--subscribers 1000 --webhooks 1000 --concurrency 8 --rate 0"
+    "connections-1000|--connections-only --subscribers 1000"
+    "connections-5000|--connections-only --subscribers 5000"
+)
+WARMUP="--subscribers 10 --webhooks 1000 --concurrency 8 --rate 0"
+
+selected=()
+for entry in "${SCENARIOS[@]}"; do
+    name=${entry%%|*}
+    if [[ -z ${BENCH_SCENARIOS:-} || " $BENCH_SCENARIOS " == *" $name "* ]]; then
+        selected+=("$entry")
+    fi
+done
+((${#selected[@]})) || die "BENCH_SCENARIOS matches none of: $(printf '%s ' "${SCENARIOS[@]%%|*}")"
+
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+listening "$BENCH_PORT" && die "port $BENCH_PORT is in use; set BENCH_PORT"
+listening "$BENCH_AGENT_PORT" && die "port $BENCH_AGENT_PORT is in use; set BENCH_AGENT_PORT"
+
+bash "$ROOT/scripts/install-deps.sh"
+
+if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
+    say "release build of herald and herald-load (the first one takes several minutes)"
+    swift build -c release --scratch-path "$SCRATCH" --product herald || die "swift build (herald) failed"
+    swift build -c release --scratch-path "$SCRATCH" --product herald-load || die "swift build (herald-load) failed"
+fi
+BIN_DIR=$SCRATCH/release
+HERALD=$BIN_DIR/herald
+LOAD=$BIN_DIR/herald-load
+[[ -x $HERALD && -x $LOAD ]] || die "no release binaries in $BIN_DIR (unset BENCH_SKIP_BUILD)"
+
+mkdir -p "$OUT"
+say "output in $OUT"
+
+services_were_running=0
+bash "$ROOT/scripts/services.sh" status >/dev/null 2>&1 && services_were_running=1
+bash "$ROOT/scripts/services.sh" start
+eval "$(bash "$ROOT/scripts/services.sh" env)" # REDIS_URL, DATABASE_URL
+REDIS_PID=$(cat "$DATA/redis/redis.pid" 2>/dev/null || true)
+PG_PID=$(head -n 1 "$DATA/postgres/postmaster.pid" 2>/dev/null || true)
+
+# Both ends hold thousands of sockets.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || ulimit -n 65536 2>/dev/null || true
+
+export REDIS_URL DATABASE_URL
+export HERALD_HOST=127.0.0.1 HERALD_PORT=$BENCH_PORT
+export AGENT_URL="http://127.0.0.1:$BENCH_AGENT_PORT" AGENT_KIND=langgraph AGENT_ASSISTANT_ID=agent
+export PUBLIC_URL="http://127.0.0.1:$BENCH_PORT"
+export HERALD_RUN_TIMEOUT_SECONDS=86400 HERALD_LOG_LEVEL=warning
+
+"$HERALD" migrate >"$OUT/migrate.log" 2>&1 || { cat "$OUT/migrate.log" >&2; die "herald migrate failed"; }
+
+AGENT_PID=
+HERALD_PID=
+# shellcheck disable=SC2317 # called from the EXIT trap
+stop_pid() { # SIGTERM, then SIGKILL after 10 s; reaps it
+    local pid=$1 i
+    [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+# shellcheck disable=SC2317 # the EXIT trap
+cleanup() {
+    trap - EXIT INT TERM
+    stop_pid "$HERALD_PID"
+    stop_pid "$AGENT_PID"
+    if ((services_were_running == 0)); then
+        bash "$ROOT/scripts/services.sh" stop || true
+    fi
+    return 0
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+wait_healthy() { # NAME URL PID LOG: until URL answers 200 (at most 60 s), or the process dies
+    local name=$1 url=$2 pid=$3 log=$4 i
+    for ((i = 0; i < 300; i++)); do
+        curl -fsS -o /dev/null --max-time 2 "$url" 2>/dev/null && return 0
+        kill -0 "$pid" 2>/dev/null || { tail -n 30 "$log" >&2; die "$name exited; see $log"; }
+        sleep 0.2
+    done
+    die "$name did not answer $url within 60 s; see $log"
+}
+
+"$HERALD" demo-agent --host 127.0.0.1 --port "$BENCH_AGENT_PORT" >"$OUT/demo-agent.log" 2>&1 &
+AGENT_PID=$!
+wait_healthy "the demo agent" "$AGENT_URL/healthz" "$AGENT_PID" "$OUT/demo-agent.log"
+start_herald() {
+    "$HERALD" serve >>"$OUT/herald.log" 2>&1 &
+    HERALD_PID=$!
+    wait_healthy "herald serve" "http://127.0.0.1:$BENCH_PORT/readyz" "$HERALD_PID" "$OUT/herald.log"
+    say "herald serve (release) pid $HERALD_PID on 127.0.0.1:$BENCH_PORT, RSS $(awk '/VmRSS/ {print $2}' "/proc/$HERALD_PID/status") KiB"
+}
+start_herald
+
+{
+    echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" status --porcelain 2>/dev/null | grep -q . && echo ' (working tree has changes)')"
+    echo "cpu: $(nproc) x $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
+    echo "memory: $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
+    echo "kernel: $(uname -r)"
+    echo "swift: $(swift --version 2>/dev/null | head -n 1)"
+    echo "redis: $(redis-server --version | head -n 1)"
+    echo "postgres: $("$(compgen -G '/usr/lib/postgresql/*/bin/postgres' | sort -V | tail -n 1)" --version)"
+    echo "load average before: $(cut -d ' ' -f 1-3 /proc/loadavg)"
+} | tee "$OUT/machine.txt" >&2
+
+# load NAME RUN ARGS...: one herald-load run, bounded to 5 minutes; its RESULT line goes to results.txt.
+load() {
+    local name=$1 run=$2 rc=0
+    shift 2
+    # shellcheck disable=SC2086 # the arguments are word lists
+    timeout 300 "$LOAD" --url "http://127.0.0.1:$BENCH_PORT" --pid "$HERALD_PID" \
+        ${REDIS_PID:+--redis-pid "$REDIS_PID"} ${PG_PID:+--postgres-pid "$PG_PID"} --label "$name" "$@" \
+        >"$OUT/$name.$run.txt" 2>&1 || rc=$?
+    sed 's/^/    /' "$OUT/$name.$run.txt" >&2
+    if grep -q '^RESULT ' "$OUT/$name.$run.txt"; then
+        grep '^RESULT ' "$OUT/$name.$run.txt" | sed "s/\$/ run=$run exit=$rc/" >>"$OUT/results.txt"
+    fi
+    ((rc == 0)) || say "$name run $run: herald-load exited with $rc"
+    kill -0 "$HERALD_PID" 2>/dev/null || die "herald serve died; see $OUT/herald.log"
+    return 0
+}
+
+say "warm-up (not reported)"
+# shellcheck disable=SC2086
+load warmup 0 $WARMUP
+: >"$OUT/results.txt"
+
+for entry in "${selected[@]}"; do
+    name=${entry%%|*}
+    args=${entry#*|}
+    for ((run = 1; run <= RUNS; run++)); do
+        if [[ $name == connections-* ]]; then
+            stop_pid "$HERALD_PID"
+            start_herald
+        fi
+        say "$name, run $run of $RUNS: herald-load $args"
+        # shellcheck disable=SC2086
+        load "$name" "$run" $args
+        sleep 2 # let closed connections and the last frames settle
+    done
+done
+
+# Medians of each figure over the runs of a scenario.
+median() { # KEY NAME
+    grep "^RESULT label=$2 " "$OUT/results.txt" | grep -o " $1=[^ ]*" | cut -d= -f2 | grep -v '^-$' | sort -g |
+        awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+worst() { # KEY NAME: the largest value over the runs (missing, duplicates: must be 0)
+    grep "^RESULT label=$2 " "$OUT/results.txt" | grep -o " $1=[^ ]*" | cut -d= -f2 | sort -g | tail -n 1
+}
+{
+    echo "medians of $RUNS runs ($(date -u +%Y-%m-%dT%H:%M:%SZ))"
+    echo "latency: publish (webhook sent) to receive (frame read by a subscriber), ms; lost: worst run's"
+    echo "missing + duplicate + unexpected frames; cores: Herald's CPU seconds per second of the run;"
+    echo "us/webhook, us/frame: Herald's CPU per accepted webhook and per delivered frame"
+    printf '%-17s %9s %9s %7s %7s %7s %8s %5s %6s %10s %8s %8s %8s %8s\n' scenario webhooks/s frames/s p50 p90 p99 max lost cores us/webhook us/frame redis-s pg-s tool-s
+    for entry in "${selected[@]}"; do
+        name=${entry%%|*}
+        [[ $name == connections-* ]] && continue
+        grep -q "^RESULT label=$name " "$OUT/results.txt" 2>/dev/null || continue
+        loss=$(($(worst missing "$name") + $(worst duplicates "$name") + $(worst unexpected "$name")))
+        printf '%-17s %9s %9s %7s %7s %7s %8s %5s %6s %10s %8s %8s %8s %8s\n' "$name" \
+            "$(median webhooks_per_s "$name")" "$(median frames_per_s "$name")" \
+            "$(median p50_ms "$name")" "$(median p90_ms "$name")" "$(median p99_ms "$name")" "$(median max_ms "$name")" \
+            "$loss" "$(median herald_cores "$name")" "$(median herald_us_per_webhook "$name")" \
+            "$(median herald_us_per_frame "$name")" "$(median redis_cpu_s "$name")" "$(median postgres_cpu_s "$name")" \
+            "$(median tool_cpu_s "$name")"
+    done
+    echo
+    printf '%-17s %11s %8s %13s %13s %10s %12s\n' scenario connections open-s rss-before-MiB rss-open-MiB KiB/conn closed-early
+    for entry in "${selected[@]}"; do
+        name=${entry%%|*}
+        [[ $name == connections-* ]] || continue
+        grep -q "^RESULT label=$name " "$OUT/results.txt" 2>/dev/null || continue
+        printf '%-17s %11s %8s %13s %13s %10s %12s\n' "$name" "$(median connections "$name")" "$(median open_s "$name")" \
+            "$(awk -v k="$(median rss_before_kib "$name")" 'BEGIN { printf "%.1f", k / 1024 }')" \
+            "$(awk -v k="$(median rss_open_kib "$name")" 'BEGIN { printf "%.1f", k / 1024 }')" \
+            "$(median kib_per_connection "$name")" "$(worst closed_early "$name")"
+    done
+    echo "herald serve RSS at the end: $(awk '/VmRSS/ {printf "%.1f MiB", $2 / 1024}' "/proc/$HERALD_PID/status")"
+    echo "load average after: $(cut -d ' ' -f 1-3 /proc/loadavg)"
+} | tee "$OUT/medians.txt"
+say "done; every run's output is in $OUT"
