@@ -165,7 +165,10 @@ let package = Package(
         ),
         .testTarget(
             name: "HeraldIntegrationTests",
-            dependencies: ["HeraldTestSupport", "RedisClient", "PostgresClient", "CurlClient"],
+            dependencies: [
+                "HeraldTestSupport", "HeraldCore", "RedisClient", "PostgresClient", "CurlClient",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
             swiftSettings: swiftSettings
         ),
     ]

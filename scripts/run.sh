@@ -102,6 +102,17 @@ wait_healthy() {
     die "$name did not answer $url within 60 s${log:+; see $log}"
 }
 
+# Local development credentials: without HERALD_JWT_SECRET Herald runs in its loudly announced
+# insecure development mode (tokens signed with a published secret); the demo agent signs its
+# webhooks with a development Standard Webhooks secret that Herald is given too.
+export HERALD_WEBHOOK_SECRET=${HERALD_WEBHOOK_SECRET:-whsec_ZGV2ZWxvcG1lbnQtb25seS13ZWJob29rLXNlY3JldA==}
+SERVE_FLAGS=()
+TOKEN_FLAGS=()
+if [[ -z ${HERALD_JWT_SECRET:-} ]]; then
+    SERVE_FLAGS=(--insecure-dev)
+    TOKEN_FLAGS=(--insecure-dev)
+fi
+
 mkdir -p "$DATA"
 "$BIN" demo-agent --host 127.0.0.1 --port "$DEMO_AGENT_PORT" >"$DATA/demo-agent.log" 2>&1 &
 DEMO_PID=$!
@@ -111,24 +122,28 @@ say "demo agent up at $AGENT_URL (pid $DEMO_PID, log $DATA/demo-agent.log)"
 # Herald runs as a child that this script waits for (rather than exec'd), so that
 # the trap can stop the demo agent with it; Ctrl-C or SIGTERM to this script
 # sends SIGTERM to both (graceful shutdown).
-"$BIN" serve &
+"$BIN" serve "${SERVE_FLAGS[@]}" &
 HERALD_PID=$!
 wait_healthy "herald serve" "http://127.0.0.1:$HERALD_PORT/healthz" "$HERALD_PID" ""
 
 BASE="http://127.0.0.1:$HERALD_PORT"
+TOKEN=$("$BIN" token --user demo --ttl 24h "${TOKEN_FLAGS[@]}")
 cat <<BANNER
 
   Herald is up:  $BASE     (Ctrl-C stops Herald and the demo agent)
   demo agent:    $AGENT_URL   (log: $DATA/demo-agent.log)
   Redis:         $REDIS_URL
   PostgreSQL:    $DATABASE_URL
+  token (user "demo", 24 h):
+    $TOKEN
 
   Try it in another terminal (paste the whole block):
 
 BASE=$BASE
-THREAD=\$(curl -s -X POST \$BASE/chats -H 'Content-Type: application/json' -d '{"title":"demo"}' | grep -o '"id" *: *"[^"]*"' | head -n 1 | cut -d '"' -f 4); echo "thread \$THREAD"
-curl -N \$BASE/chats/sse/\$THREAD &    # the thread's event stream, printed here
-sleep 1; curl -s -X POST \$BASE/chats/\$THREAD/send -H 'Content-Type: application/json' -d '{"content":"hello"}'; echo
+AUTH="Authorization: Bearer $TOKEN"
+THREAD=\$(curl -s -X POST \$BASE/chats -H "\$AUTH" -H 'Content-Type: application/json' -d '{"title":"demo"}' | grep -o '"id" *: *"[^"]*"' | head -n 1 | cut -d '"' -f 4); echo "thread \$THREAD"
+curl -N -H "\$AUTH" \$BASE/chats/sse/\$THREAD &    # the thread's event stream, printed here
+sleep 1; curl -s -X POST \$BASE/chats/\$THREAD/send -H "\$AUTH" -H 'Content-Type: application/json' -d '{"content":"hello"}'; echo
 sleep 5; kill %1                        # stop the stream
 
 BANNER

@@ -45,5 +45,13 @@ if ((rc == 0)); then
     echo "test.sh: build $(secs "$build_ns") s, tests $(secs "$test_ns") s: passed"
 else
     echo "test.sh: build $(secs "$build_ns") s, tests $(secs "$test_ns") s: FAILED (swift test exit $rc)" >&2
+    exit "$rc"
 fi
-exit "$rc"
+
+# The full suite ends with a short libFuzzer run of the webhook decoder and frame builder
+# (scripts/fuzz.sh; a longer run: scripts/fuzz.sh 600). Skipped when only some tests were asked for.
+if (($# == 0)); then
+    start=$(now)
+    bash "$ROOT/scripts/fuzz.sh" "${HERALD_FUZZ_SECONDS:-15}"
+    echo "test.sh: fuzzing took $(secs $(($(now) - start))) s: no crash"
+fi

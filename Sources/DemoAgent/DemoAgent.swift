@@ -3,13 +3,16 @@ import Foundation
 import HeraldCore
 import Hummingbird
 import Logging
+import Synchronization
 
 /// A small engine speaking the LangGraph subset Herald uses: `POST /threads/{id}/runs` with a `webhook`. After a
 /// short delay it streams the reply as native `delta` webhooks, then posts the LangGraph-shaped final run.
 /// It also accepts the generic adapter's `POST /` and answers that through native webhooks.
 ///
 /// The reply is `echo: <content>`. Content containing `[[fail]]` ends the run with an error; content
-/// containing `[[silent]]` never calls back (the run times out).
+/// containing `[[silent]]` never calls back (the run times out). With a webhook secret it signs every
+/// callback (Standard Webhooks); without one it relies on the callback URL's token, as LangGraph does.
+/// `GET /runs` lists the runs received, callback URLs included, for demos and tests.
 public enum DemoAgent {
     public struct Options: Sendable {
         public var host: String
@@ -17,12 +20,18 @@ public enum DemoAgent {
         /// Pause before the first token and between tokens.
         public var firstTokenDelay: Duration
         public var tokenDelay: Duration
+        /// Signs callbacks when set.
+        public var signer: StandardWebhooks?
 
-        public init(host: String, port: Int, firstTokenDelay: Duration = .milliseconds(150), tokenDelay: Duration = .milliseconds(30)) {
+        public init(
+            host: String, port: Int, firstTokenDelay: Duration = .milliseconds(150), tokenDelay: Duration = .milliseconds(30),
+            signer: StandardWebhooks? = nil
+        ) {
             self.host = host
             self.port = port
             self.firstTokenDelay = firstTokenDelay
             self.tokenDelay = tokenDelay
+            self.signer = signer
         }
     }
 
@@ -30,20 +39,24 @@ public enum DemoAgent {
         let http = try CurlHTTPClient(logger: logger)
         let jobs = BackgroundJobs()
         let engine = Engine(http: http, options: options, logger: logger)
+        let received = ReceivedRuns()
         let router = Router()
         router.get("healthz") { _, _ in "ok" }
+        router.get("runs") { _, _ in jsonResponse(["runs": .array(received.all)]) }
         router.post("threads/:thread_id/runs") { request, context -> Response in
             let body = try await request.body.collect(upTo: 1 << 20)
             guard let run = LangGraphRunRequest(body: body), let thread = context.parameters.get("thread_id") else {
                 return Response(status: .unprocessableContent)
             }
             let engineRunID = UUID().uuidString.lowercased()
+            received.append(["thread_id": .string(thread), "webhook": .string(run.webhook), "content": .string(run.userContent)])
             jobs.submit { await engine.answer(run, thread: thread, engineRunID: engineRunID) }
             return jsonResponse(["run_id": .string(engineRunID), "thread_id": .string(thread), "status": .string("pending")])
         }
         router.post("/") { request, _ -> Response in
             let body = try await request.body.collect(upTo: 1 << 20)
             guard let run = GenericRunRequest(body: body) else { return Response(status: .unprocessableContent) }
+            received.append(["thread_id": .string(run.threadID), "webhook": .string(run.callbackURL), "content": .string(run.userContent)])
             jobs.submit { await engine.answer(run) }
             return jsonResponse(["status": .string("accepted")])
         }
@@ -59,6 +72,17 @@ public enum DemoAgent {
         let data = (try? JSONEncoder().encode(JSONValue.object(object))) ?? Data()
         return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
     }
+}
+
+/// The runs this agent was asked to do, newest last.
+final class ReceivedRuns: Sendable {
+    private let runs = Mutex<[JSONValue]>([])
+
+    func append(_ run: [String: JSONValue]) {
+        runs.withLock { $0.append(.object(run)) }
+    }
+
+    var all: [JSONValue] { runs.withLock { $0 } }
 }
 
 struct LangGraphRunRequest {
@@ -189,7 +213,18 @@ struct Engine: Sendable {
 
     private func post(_ body: JSONValue, to url: String, contentType: String) async {
         let bytes = (try? JSONEncoder().encode(body)).map(Array.init) ?? []
-        let request = CurlRequest(method: "POST", url: url, headers: [(name: "Content-Type", value: contentType)], body: bytes)
+        var headers = [(name: "Content-Type", value: contentType)]
+        if let signer = options.signer {
+            // One id and timestamp per delivery: retries resend the same headers, so Herald can drop repeats.
+            let id = "msg_\(UUID().uuidString.lowercased())"
+            let timestamp = Int(Date().timeIntervalSince1970)
+            headers += [
+                (name: "webhook-id", value: id),
+                (name: "webhook-timestamp", value: String(timestamp)),
+                (name: "webhook-signature", value: signer.sign(id: id, timestamp: timestamp, body: bytes)),
+            ]
+        }
+        let request = CurlRequest(method: "POST", url: url, headers: headers, body: bytes)
         do {
             let response = try await http.execute(request, retrying: retry)
             if response.status >= 300 {

@@ -35,6 +35,11 @@ public struct APIError: Error, HTTPResponseError {
 
     static func badRequest(_ message: String) -> APIError { APIError(.badRequest, "malformed_request", message) }
     static func invalid(_ message: String) -> APIError { APIError(.unprocessableContent, "invalid_request", message) }
+    static func unauthorized(_ message: String) -> APIError {
+        var error = APIError(.unauthorized, "unauthorized", message)
+        error.headers[.wwwAuthenticate] = "Bearer"
+        return error
+    }
     static func notFound(_ what: String) -> APIError { APIError(.notFound, "not_found", "\(what) not found") }
     static func unavailable(_ dependency: String) -> APIError {
         APIError(.serviceUnavailable, "dependency_unavailable", "\(dependency) is unavailable; retry later")

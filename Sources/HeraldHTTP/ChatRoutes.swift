@@ -2,17 +2,16 @@ import Foundation
 import HeraldCore
 import Hummingbird
 
-/// `/chats`: threads, messages, send.
+/// `/chats`: threads, messages, send. Each route acts for the authenticated user; another user's thread
+/// answers exactly like a missing one.
 struct ChatRoutes {
     let coordinator: RunCoordinator
+    let rateLimiter: SendRateLimiter
     let configuration: HeraldConfiguration
-    /// Until authentication lands every thread belongs to one owner.
-    static let defaultOwner = "default"
 
     var store: ChatStore { coordinator.store }
 
-    func register(on router: Router<HeraldRequestContext>) {
-        let chats = router.group("chats")
+    func register(on chats: RouterGroup<HeraldRequestContext>) {
         chats.post(use: createThread)
         chats.get(use: listThreads)
         chats.get(":thread_id", use: getThread)
@@ -45,9 +44,12 @@ struct ChatRoutes {
     }
 
     @Sendable func createThread(_ request: Request, context: HeraldRequestContext) async throws -> Response {
-        let fields = Fields(object: try await RequestBody.jsonObject(of: request, limit: configuration.maxBodyBytes))
+        let fields = try Fields(
+            object: try await RequestBody.jsonObject(of: request, limit: configuration.maxBodyBytes, maxDepth: configuration.maxJSONDepth),
+            allowed: ["title", "metadata"]
+        )
         let thread = try await store.createThread(
-            owner: Self.defaultOwner, title: try fields.optionalString("title", maxBytes: 1024), metadata: try fields.metadata()
+            owner: try context.requireUser(), title: try fields.optionalString("title", maxBytes: 1024), metadata: try fields.metadata()
         )
         return try JSONResponse.make(.created, thread)
     }
@@ -59,14 +61,15 @@ struct ChatRoutes {
             guard let parsed = ThreadCursor(token: token) else { throw APIError.invalid("cursor is not one this API returned") }
             cursor = parsed
         }
-        let page = try await store.listThreads(owner: Self.defaultOwner, limit: limit, before: cursor)
+        let page = try await store.listThreads(owner: try context.requireUser(), limit: limit, before: cursor)
         return try JSONResponse.make(.ok, ThreadPage(threads: page.threads, nextCursor: page.next?.token))
     }
 
     @Sendable func getThread(_ request: Request, context: HeraldRequestContext) async throws -> Response {
         let id = try context.parameters.uuid("thread_id")
-        let thread = try await store.thread(id, owner: Self.defaultOwner)
-        let messages = try await store.messages(thread: id, owner: Self.defaultOwner, after: nil, limit: 10_000)
+        let user = try context.requireUser()
+        let thread = try await store.thread(id, owner: user)
+        let messages = try await store.messages(thread: id, owner: user, after: nil, limit: 10_000)
         return try JSONResponse.make(.ok, ThreadWithMessages(thread: thread, messages: messages))
     }
 
@@ -79,24 +82,36 @@ struct ChatRoutes {
             guard try await store.messageExists(parsed, thread: id) else { throw APIError.invalid("after is not a message of this thread") }
             after = parsed
         }
-        let messages = try await store.messages(thread: id, owner: Self.defaultOwner, after: after, limit: limit)
+        let messages = try await store.messages(thread: id, owner: try context.requireUser(), after: after, limit: limit)
         return try JSONResponse.make(.ok, MessagePage(messages: messages))
     }
 
     @Sendable func deleteThread(_ request: Request, context: HeraldRequestContext) async throws -> Response {
         let id = try context.parameters.uuid("thread_id")
-        try await coordinator.deleteThread(id, owner: Self.defaultOwner)
+        try await coordinator.deleteThread(id, owner: try context.requireUser())
         return Response(status: .noContent)
     }
 
     @Sendable func send(_ request: Request, context: HeraldRequestContext) async throws -> Response {
         let id = try context.parameters.uuid("thread_id")
-        let fields = Fields(object: try await RequestBody.jsonObject(of: request, limit: configuration.maxBodyBytes))
+        let user = try context.requireUser()
+        let fields = try Fields(
+            object: try await RequestBody.jsonObject(of: request, limit: configuration.maxBodyBytes, maxDepth: configuration.maxJSONDepth),
+            allowed: ["content", "metadata"]
+        )
         guard let content = try fields.optionalString("content", maxBytes: configuration.maxContentBytes) else {
             throw APIError.invalid("content is required")
         }
         guard !content.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else { throw APIError.invalid("content must not be empty") }
-        let (message, run) = try await coordinator.send(thread: id, owner: Self.defaultOwner, content: content, metadata: try fields.metadata())
+        let metadata = try fields.metadata()
+        do {
+            try await rateLimiter.admit(user)
+        } catch let exceeded as SendRateLimiter.Exceeded {
+            var error = APIError(.tooManyRequests, "rate_limited", "more than \(configuration.sendsPerMinute) sends per minute")
+            error.headers[.retryAfter] = String(exceeded.retryAfterSeconds)
+            throw error
+        }
+        let (message, run) = try await coordinator.send(thread: id, owner: user, content: content, metadata: metadata)
         return try JSONResponse.make(.accepted, SendResult(message: message, run: run))
     }
 }

@@ -34,6 +34,9 @@ struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         case let error as PostgresError where error.isConnectionError:
             logger.warning("postgres unavailable", metadata: ["error": "\(error)"])
             return .unavailable("postgres")
+        case let error as PostgresError where error.sqlState?.hasPrefix("22") == true:
+            // A value PostgreSQL cannot take (data exception): the input's fault, refused before anything is stored.
+            return .invalid("a value was not acceptable: \(error.sqlState ?? "")")
         case is RedisError:
             logger.warning("redis unavailable", metadata: ["error": "\(error)"])
             return .unavailable("redis")

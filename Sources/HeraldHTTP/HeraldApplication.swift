@@ -12,7 +12,7 @@ import ServiceLifecycle
 public enum HeraldApplication {
     public static func build(
         configuration: HeraldConfiguration, registry: PrometheusCollectorRegistry, logger: Logger
-    ) throws -> some ApplicationProtocol {
+    ) async throws -> some ApplicationProtocol {
         let redisConfiguration = try RedisConfiguration(url: configuration.redisURL)
         let nodeName = "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)"
         let keys = ThreadKeys(prefix: configuration.channelPrefix)
@@ -36,13 +36,18 @@ public enum HeraldApplication {
         let coordinator = RunCoordinator(
             store: store, publisher: publisher, http: http, adapter: adapter, jobs: jobs, configuration: configuration, logger: logger
         )
+        let rateLimiter = SendRateLimiter(redis: redis, prefix: configuration.channelPrefix, perMinute: configuration.sendsPerMinute)
+        let userTokens = await UserTokens(secret: configuration.jwtSecret ?? UserTokens.developmentSecret)
+        let signatures = configuration.webhookSecrets.isEmpty ? nil : try StandardWebhooks(secrets: configuration.webhookSecrets)
         let sweepInterval = Duration.milliseconds(Int64(min(1000, max(50, configuration.runTimeoutSeconds * 250))))
 
         let router = Router(context: HeraldRequestContext.self)
+        router.add(middleware: CORSPolicy(origins: Set(configuration.corsOrigins)))
         router.add(middleware: ErrorMiddleware())
-        ChatRoutes(coordinator: coordinator, configuration: configuration).register(on: router)
-        StreamRoute(store: store, hub: hub, replayer: replayer, configuration: configuration).register(on: router)
-        WebhookRoute(coordinator: coordinator, configuration: configuration).register(on: router)
+        let chats = router.group("chats").add(middleware: UserAuthenticationMiddleware(tokens: userTokens))
+        ChatRoutes(coordinator: coordinator, rateLimiter: rateLimiter, configuration: configuration).register(on: chats)
+        StreamRoute(store: store, hub: hub, replayer: replayer, configuration: configuration).register(on: chats)
+        WebhookRoute(coordinator: coordinator, signatures: signatures, configuration: configuration).register(on: router)
         OperationsRoutes(store: store, redis: redis, hub: hub, registry: registry).register(on: router)
 
         return Application(

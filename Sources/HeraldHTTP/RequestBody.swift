@@ -19,13 +19,16 @@ enum RequestBody {
     }
 
     /// A JSON object body for the client API: JSON content type (or none), valid JSON, an object.
-    static func jsonObject(of request: Request, limit: Int) async throws -> [String: JSONValue] {
+    static func jsonObject(of request: Request, limit: Int, maxDepth: Int) async throws -> [String: JSONValue] {
         if let contentType = request.headers[.contentType]?.lowercased(),
            !(contentType.hasPrefix("application/json") || contentType.contains("+json")) {
             throw APIError(.unsupportedMediaType, "unsupported_media_type", "send the body as application/json")
         }
         let buffer = try await bytes(of: request, limit: limit)
         guard buffer.readableBytes > 0 else { throw APIError.badRequest("request body is empty; expected a JSON object") }
+        guard !JSONDepth.exceeds(buffer.readableBytesView, limit: maxDepth) else {
+            throw APIError.invalid("JSON nesting deeper than \(maxDepth) levels")
+        }
         let value: JSONValue
         do {
             value = try JSONDecoder().decode(JSONValue.self, from: Data(buffer.readableBytesView))
@@ -33,6 +36,7 @@ enum RequestBody {
             throw APIError.badRequest("request body is not valid JSON")
         }
         guard case .object(let object) = value else { throw APIError.invalid("request body must be a JSON object") }
+        guard !value.containsNUL else { throw APIError.invalid("strings must not contain NUL characters") }
         return object
     }
 }
@@ -40,6 +44,14 @@ enum RequestBody {
 /// Typed access to a decoded JSON object, with 422s that name the field.
 struct Fields {
     let object: [String: JSONValue]
+
+    /// Refuses fields the route does not know: a typo should fail loudly, not be silently ignored.
+    init(object: [String: JSONValue], allowed: Set<String>) throws {
+        if let unknown = object.keys.sorted().first(where: { !allowed.contains($0) }) {
+            throw APIError.invalid("unknown field \(unknown.debugDescription.prefix(64))")
+        }
+        self.object = object
+    }
 
     func optionalString(_ key: String, maxBytes: Int) throws -> String? {
         switch object[key] {

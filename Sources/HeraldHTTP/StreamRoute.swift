@@ -14,8 +14,8 @@ struct StreamRoute {
     let replayer: LogReplayer
     let configuration: HeraldConfiguration
 
-    func register(on router: Router<HeraldRequestContext>) {
-        router.get("chats/sse/:thread_id", use: stream)
+    func register(on chats: RouterGroup<HeraldRequestContext>) {
+        chats.get("sse/:thread_id", use: stream)
     }
 
     /// Where the client says it is: the `Last-Event-ID` header (browser reconnects) or `?last_event_id=` (first
@@ -31,13 +31,21 @@ struct StreamRoute {
 
     @Sendable func stream(_ request: Request, context: HeraldRequestContext) async throws -> Response {
         let thread = try context.parameters.uuid("thread_id")
-        guard try await store.threadExists(thread, owner: ChatRoutes.defaultOwner) else { throw NotFound(what: "thread") }
+        let user = try context.requireUser()
+        guard try await store.threadExists(thread, owner: user) else { throw NotFound(what: "thread") }
         let start = Self.start(of: request)
         // Subscribed before anything is read from the log: frames published from here on are queued.
-        let connection = try await hub.open(
-            thread: thread,
-            limits: .init(maxFrames: configuration.streamQueueMaxFrames, maxBytes: configuration.streamQueueMaxBytes)
-        )
+        let connection: StreamConnection
+        do {
+            connection = try await hub.open(
+                thread: thread, user: user, maxPerUser: configuration.maxStreamsPerUser,
+                limits: .init(maxFrames: configuration.streamQueueMaxFrames, maxBytes: configuration.streamQueueMaxBytes)
+            )
+        } catch let error as FanoutHub.TooManyStreams {
+            var apiError = APIError(.tooManyRequests, "too_many_streams", "at most \(error.limit) open streams per user")
+            apiError.headers[.retryAfter] = "5"
+            throw apiError
+        }
         // A resume starts after the client's id; anything else (live, or a malformed id answered with resync)
         // counts from the log's newest id, where a catch-up after a subscriber outage begins.
         let baseline: StreamID

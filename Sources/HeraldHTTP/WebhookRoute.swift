@@ -1,13 +1,20 @@
 import Foundation
-import HeraldCore
 import HTTPTypes
+import HeraldCore
 import Hummingbird
 import Metrics
 
 /// `POST /webhook/chat-response`: results, errors and deltas from the engine.
+///
+/// Authenticated before the body is even decoded, one of two ways: a Standard Webhooks signature
+/// (`webhook-id`, `webhook-timestamp`, `webhook-signature`), or the per-run token of the callback URL Herald
+/// handed to an engine that cannot sign. Anything else is a 401 with nothing stored or published.
 struct WebhookRoute {
     let coordinator: RunCoordinator
+    let signatures: StandardWebhooks?
     let configuration: HeraldConfiguration
+
+    var store: ChatStore { coordinator.store }
 
     func register(on router: Router<HeraldRequestContext>) {
         router.post("webhook/chat-response", use: receive)
@@ -15,6 +22,13 @@ struct WebhookRoute {
 
     struct Outcome: Encodable {
         let status: String
+    }
+
+    enum Credential {
+        /// A valid signature; the delivery id makes redeliveries idempotent.
+        case signed(deliveryID: String)
+        /// A valid callback token, good for this run (and its thread) only.
+        case callbackToken(run: UUID, thread: UUID)
     }
 
     /// JSON is parsed whatever the Content-Type says: LangGraph's JS server sends it as `text/plain`.
@@ -25,9 +39,60 @@ struct WebhookRoute {
             runIDFromURL = id
         }
         let body = try await RequestBody.bytes(of: request, limit: configuration.maxBodyBytes)
+        let credential = try await authenticate(request, body: body, runIDFromURL: runIDFromURL)
+        if case .signed(let deliveryID) = credential, try await store.deliverySeen(deliveryID) {
+            return try respond(.duplicate)
+        }
+        guard !JSONDepth.exceeds(body.readableBytesView, limit: configuration.maxJSONDepth) else {
+            throw APIError.invalid("JSON nesting deeper than \(configuration.maxJSONDepth) levels")
+        }
         let event = try WebhookDecoder.decode(body.readableBytesView, runIDFromURL: runIDFromURL)
+        if case .callbackToken(_, let thread) = credential, let claimed = event.reference.threadID, claimed != thread {
+            throw APIError.unauthorized("the callback token is not valid for this thread")
+        }
         let outcome = try await coordinator.handle(event)
+        if case .signed(let deliveryID) = credential {
+            try await store.recordDelivery(deliveryID)
+        }
+        return try respond(outcome)
+    }
+
+    private func respond(_ outcome: RunCoordinator.WebhookOutcome) throws -> Response {
         Counter(label: "herald_webhooks_total", dimensions: [("outcome", outcome.rawValue)]).increment()
         return try JSONResponse.make(.ok, Outcome(status: outcome.rawValue))
+    }
+
+    private func authenticate(_ request: Request, body: ByteBuffer, runIDFromURL: UUID?) async throws -> Credential {
+        let signature = request.headers[HTTPField.Name("webhook-signature")!]
+        if signature != nil || request.headers[HTTPField.Name("webhook-id")!] != nil {
+            guard let signatures else { throw APIError.unauthorized("signed webhooks are not configured") }
+            let id = request.headers[HTTPField.Name("webhook-id")!]
+            do {
+                try signatures.verify(
+                    id: id, timestamp: request.headers[HTTPField.Name("webhook-timestamp")!], signature: signature,
+                    body: body.readableBytesView
+                )
+            } catch {
+                Counter(label: "herald_webhook_auth_failures_total", dimensions: [("reason", "\(error)")]).increment()
+                throw APIError.unauthorized("webhook signature rejected: \(error)")
+            }
+            return .signed(deliveryID: id ?? "")
+        }
+        if let token = request.uri.queryParameters.get("token").map({ String($0) }), let run = runIDFromURL,
+           let grant = try await store.callbackGrant(run: run), let hash = grant.tokenHash,
+           CallbackToken.matches(token, storedHash: hash) {
+            guard grant.acceptsResults else { throw APIError.unauthorized("the callback token expired with its run") }
+            return .callbackToken(run: run, thread: grant.thread)
+        }
+        Counter(label: "herald_webhook_auth_failures_total", dimensions: [("reason", "no_credential")]).increment()
+        throw APIError.unauthorized("a webhook signature or a valid callback token is required")
+    }
+}
+
+extension WebhookEvent {
+    var reference: RunReference {
+        switch self {
+        case .final(let reference, _, _, _), .delta(let reference, _, _), .status(let reference, _): reference
+        }
     }
 }

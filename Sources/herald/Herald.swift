@@ -13,7 +13,7 @@ struct Herald: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "herald",
         abstract: "Webhook-driven Server-Sent-Events hub for AI chat applications.",
-        subcommands: [Serve.self, Migrate.self, DemoAgentCommand.self],
+        subcommands: [Serve.self, Migrate.self, DemoAgentCommand.self, Token.self],
         defaultSubcommand: Serve.self
     )
 }
@@ -39,11 +39,15 @@ struct Serve: AsyncParsableCommand {
 
     @Option(help: "Overrides HERALD_HOST.") var host: String?
     @Option(help: "Overrides HERALD_PORT.") var port: Int?
+    @Flag(help: "Local development only: run without HERALD_JWT_SECRET (same as HERALD_INSECURE_DEV=1).")
+    var insecureDev = false
 
     func run() async throws {
+        var environment = ProcessInfo.processInfo.environment
+        if insecureDev { environment["HERALD_INSECURE_DEV"] = "1" }
         var configuration: HeraldConfiguration
         do {
-            configuration = try HeraldConfiguration.fromEnvironment(ProcessInfo.processInfo.environment)
+            configuration = try HeraldConfiguration.fromEnvironment(environment)
         } catch {
             throw refuseToStart(error.description)
         }
@@ -52,9 +56,17 @@ struct Serve: AsyncParsableCommand {
         let logger = makeLogger("herald")
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        if configuration.jwtSecret == nil {
+            logger.critical(
+                """
+                INSECURE DEVELOPMENT MODE: user tokens are signed with a published secret; anyone can act as any user. \
+                Never run this way outside your own machine.
+                """
+            )
+        }
         let application: any ApplicationProtocolRunner
         do {
-            application = try Runner(HeraldApplication.build(configuration: configuration, registry: registry, logger: logger))
+            application = try await Runner(HeraldApplication.build(configuration: configuration, registry: registry, logger: logger))
         } catch {
             throw refuseToStart("\(error)")
         }
@@ -67,14 +79,14 @@ struct Migrate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Apply database migrations (DATABASE_URL).")
 
     func run() async throws {
-        let configuration: HeraldConfiguration
+        let databaseURL: String
         do {
-            configuration = try HeraldConfiguration.fromEnvironment(ProcessInfo.processInfo.environment)
+            databaseURL = try HeraldConfiguration.databaseURL(fromEnvironment: ProcessInfo.processInfo.environment)
         } catch {
             throw refuseToStart(error.description)
         }
         let logger = makeLogger("herald.migrate")
-        let pool = PostgresPool(configuration: .init(connectionString: configuration.databaseURL, poolSize: 1), logger: logger)
+        let pool = PostgresPool(configuration: .init(connectionString: databaseURL, poolSize: 1), logger: logger)
         do {
             try await ChatStore(pool: pool).migrate(logger: logger)
             await pool.shutdown()
@@ -83,6 +95,42 @@ struct Migrate: AsyncParsableCommand {
             throw refuseToStart("migration failed: \(error)")
         }
         logger.info("database is up to date")
+    }
+}
+
+struct Token: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print a user token (HS256 JWT) signed with HERALD_JWT_SECRET, for development and scripts."
+    )
+
+    @Option(help: "The user id (the token's sub).") var user: String
+    @Option(help: "How long the token is valid: 90s, 30m, 1h, 7d.") var ttl = "1h"
+    @Flag(help: "Sign with the development secret instead of HERALD_JWT_SECRET.") var insecureDev = false
+
+    func run() async throws {
+        guard let seconds = Self.seconds(ttl) else { throw refuseToStart("--ttl must look like 90s, 30m, 1h or 7d, got \"\(ttl)\"") }
+        guard !user.isEmpty, user.utf8.count <= 256 else { throw refuseToStart("--user must be 1 to 256 bytes") }
+        let environment = ProcessInfo.processInfo.environment
+        let secret: String
+        if let configured = environment["HERALD_JWT_SECRET"], !configured.isEmpty {
+            secret = configured
+        } else if insecureDev || environment["HERALD_INSECURE_DEV"] == "1" {
+            secret = UserTokens.developmentSecret
+        } else {
+            throw refuseToStart("HERALD_JWT_SECRET is not set (use --insecure-dev for the development secret)")
+        }
+        print(try await UserTokens(secret: secret).mint(user: user, validFor: .seconds(seconds)))
+    }
+
+    static func seconds(_ text: String) -> Int? {
+        guard let unit = text.last, let value = Int(text.dropLast()), value > 0 else { return nil }
+        switch unit {
+        case "s": return value
+        case "m": return value * 60
+        case "h": return value * 3600
+        case "d": return value * 86400
+        default: return nil
+        }
     }
 }
 
@@ -98,8 +146,17 @@ struct DemoAgentCommand: AsyncParsableCommand {
 
     func run() async throws {
         let logger = makeLogger("herald.demo-agent")
+        // Signs its callbacks with the first of HERALD_WEBHOOK_SECRET's secrets when set.
+        var signer: StandardWebhooks?
+        if let secrets = ProcessInfo.processInfo.environment["HERALD_WEBHOOK_SECRET"], !secrets.isEmpty {
+            do {
+                signer = try StandardWebhooks(secrets: StandardWebhooks.parseSecrets(secrets))
+            } catch {
+                throw refuseToStart("configuration error: HERALD_WEBHOOK_SECRET must be one or more whsec_<base64> secrets")
+            }
+        }
         let options = DemoAgent.Options(
-            host: host, port: port, firstTokenDelay: .milliseconds(delayMs), tokenDelay: .milliseconds(tokenDelayMs)
+            host: host, port: port, firstTokenDelay: .milliseconds(delayMs), tokenDelay: .milliseconds(tokenDelayMs), signer: signer
         )
         try await Runner(DemoAgent.application(options: options, logger: logger)).run()
     }

@@ -103,13 +103,45 @@ struct ConfigurationTests {
     @Test("defaults and overrides")
     func overrides() throws {
         let configuration = try HeraldConfiguration.fromEnvironment([
-            "HERALD_PORT": "9000", "AGENT_KIND": "generic", "HERALD_HEARTBEAT_SECONDS": "0.5", "PUBLIC_URL": "https://h.example/",
+            "HERALD_INSECURE_DEV": "1", "HERALD_PORT": "9000", "AGENT_KIND": "generic", "HERALD_HEARTBEAT_SECONDS": "0.5", "PUBLIC_URL": "https://h.example/",
         ])
         #expect(configuration.port == 9000)
         #expect(configuration.agentKind == .generic)
         #expect(configuration.heartbeatSeconds == 0.5)
         #expect(configuration.publicURL == "https://h.example")
         #expect(configuration.logMaxLength == 1000)
+    }
+
+    @Test("security settings: a JWT secret is required unless development mode is explicit")
+    func securitySettings() throws {
+        #expect(throws: ConfigurationError.self) { try HeraldConfiguration.fromEnvironment([:]) }
+        do {
+            _ = try HeraldConfiguration.fromEnvironment([:])
+        } catch {
+            #expect(error.variable == "HERALD_JWT_SECRET")
+        }
+        let development = try HeraldConfiguration.fromEnvironment(["HERALD_INSECURE_DEV": "1"])
+        #expect(development.jwtSecret == nil && development.developmentMode)
+        let secure = try HeraldConfiguration.fromEnvironment([
+            "HERALD_JWT_SECRET": String(repeating: "k", count: 32),
+            "HERALD_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw whsec_c2Vjb25k",
+            "HERALD_CORS_ORIGINS": "https://app.example.com,http://localhost:3000",
+        ])
+        #expect(secure.webhookSecrets.count == 2)
+        #expect(secure.corsOrigins == ["https://app.example.com", "http://localhost:3000"])
+        for (variable, value) in [
+            ("HERALD_JWT_SECRET", "short"), ("HERALD_WEBHOOK_SECRET", "not-a-secret"), ("HERALD_CORS_ORIGINS", "*"),
+            ("HERALD_INSECURE_DEV", "maybe"),
+        ] {
+            var environment = ["HERALD_INSECURE_DEV": "1"]
+            environment[variable] = value
+            do {
+                _ = try HeraldConfiguration.fromEnvironment(environment)
+                Issue.record("accepted \(variable)=\(value)")
+            } catch {
+                #expect(error.variable == variable, "\(error)")
+            }
+        }
     }
 
     @Test("a bad value names the variable and the reason", arguments: [

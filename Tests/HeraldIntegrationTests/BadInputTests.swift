@@ -17,7 +17,7 @@ struct BadInputTests {
     @Test("table of bad requests")
     func badRequests() async throws {
         try await withStack { stack in
-            let api = API(stack.url)
+            let api = stack.api()
             let thread = try await api.createThread()
             _ = try await api.send(thread, "[[silent]] the only message")
             let unknown = UUID().uuidString.lowercased()
@@ -52,7 +52,10 @@ struct BadInputTests {
             for testCase in cases {
                 var headers: [(String, String)] = []
                 if let contentType = testCase.contentType { headers.append(("Content-Type", contentType)) }
-                let response = try await TestHTTPClient.request(testCase.method, stack.url + testCase.path, headers: headers, body: testCase.body)
+                // Webhooks are signed like a real engine's, so what is judged is the body, not the credential.
+                let response = testCase.path == "/webhook/chat-response"
+                    ? try await api.postWebhook(testCase.body ?? [], contentType: testCase.contentType ?? "application/json")
+                    : try await api.request(testCase.method, testCase.path, headers: headers, body: testCase.body)
                 #expect(response.status == testCase.status, "\(testCase.name): \(response.status) \(response.text.prefix(300))")
                 let error = (try? api.json(response))?["error"] as? [String: Any]
                 #expect(error?["code"] is String && error?["message"] is String, "\(testCase.name): \(response.text.prefix(300))")

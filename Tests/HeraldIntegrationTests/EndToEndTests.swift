@@ -7,7 +7,7 @@ struct EndToEndTests {
     @Test("a send shows up on the stream: user message, statuses, deltas, assistant message")
     func fullLoop() async throws {
         try await withStack { stack in
-            let api = API(stack.url)
+            let api = stack.api()
             let thread = try await api.createThread()
             let stream = try await api.openStream(thread)
             try await stream.waitForComment(containing: "connected", timeout: .seconds(5))
@@ -59,7 +59,7 @@ struct EndToEndTests {
     @Test("a subscriber on node B receives what the webhook posted to node A produced")
     func twoNodes() async throws {
         try await withStack(nodes: 2) { stack in
-            let nodeA = API(stack.nodes[0].url), nodeB = API(stack.nodes[1].url)
+            let nodeA = stack.api(node: 0), nodeB = stack.api(node: 1)
             let thread = try await nodeA.createThread()
             let streamOnB = try await nodeB.openStream(thread)
             try await streamOnB.waitForComment(containing: "connected")
@@ -75,19 +75,19 @@ struct EndToEndTests {
     @Test("deleting a thread publishes thread_deleted and ends its streams")
     func deleteThread() async throws {
         try await withStack { stack in
-            let api = API(stack.url)
+            let api = stack.api()
             let thread = try await api.createThread()
             let stream = try await api.openStream(thread)
             try await stream.waitForComment(containing: "connected")
-            let deleted = try await TestHTTPClient.request("DELETE", "\(stack.url)/chats/\(thread)")
+            let deleted = try await api.request("DELETE", "/chats/\(thread)")
             #expect(deleted.status == 204)
             let events = try await stream.waitForEvents(count: 1)
             #expect(events[0].type == "thread_deleted")
             #expect(events[0].object["thread_id"] as? String == thread)
             try await stream.waitForEnd(timeout: .seconds(5))
-            let gone = try await TestHTTPClient.request("GET", "\(stack.url)/chats/\(thread)")
+            let gone = try await api.request("GET", "/chats/\(thread)")
             #expect(gone.status == 404)
-            let streamGone = try await TestHTTPClient.request("GET", "\(stack.url)/chats/sse/\(thread)")
+            let streamGone = try await api.request("GET", "/chats/sse/\(thread)")
             #expect(streamGone.status == 404)
             #expect(try api.json(streamGone)["error"] != nil)
         }

@@ -21,7 +21,7 @@ struct RunOutcomeTests {
     @Test("a retried webhook stores nothing new, publishes nothing new, and still answers 2xx")
     func webhookIdempotency() async throws {
         try await withStack { stack in
-            let api = API(stack.url)
+            let api = stack.api()
             let thread = try await api.createThread()
             let stream = try await api.openStream(thread)
             try await stream.waitForComment(containing: "connected")
@@ -29,11 +29,12 @@ struct RunOutcomeTests {
             _ = try await stream.waitForEvents(count: 3)  // user message, queued, running
 
             let body = try langGraphSuccess(thread: thread, reply: "from the fixture")
-            for attempt in 1...3 {
+            // The second delivery repeats the first one's webhook-id; the third is a fresh delivery of the same
+            // result: both are recognised, one by the delivery id, one by the run.
+            for (attempt, deliveryID) in zip(1...3, ["msg_first", "msg_first", "msg_third"]) {
                 // LangGraph's JS server posts JSON as text/plain.
-                let response = try await TestHTTPClient.request(
-                    "POST", "\(stack.url)/webhook/chat-response?run_id=\(sent.run)",
-                    headers: [("Content-Type", "text/plain;charset=UTF-8")], body: body
+                let response = try await api.postWebhook(
+                    body, query: "?run_id=\(sent.run)", contentType: "text/plain;charset=UTF-8", deliveryID: deliveryID
                 )
                 #expect(response.status == 200, "attempt \(attempt): \(response.text)")
                 #expect(try api.json(response)["status"] as? String == (attempt == 1 ? "accepted" : "duplicate"))
@@ -53,7 +54,7 @@ struct RunOutcomeTests {
     @Test("engine down: the run fails after retries and an error frame is published")
     func engineDown() async throws {
         try await withStack(agent: .unreachable, environment: ["HERALD_AGENT_MAX_ATTEMPTS": "2"]) { stack in
-            let api = API(stack.url)
+            let api = stack.api()
             let thread = try await api.createThread()
             let stream = try await api.openStream(thread)
             try await stream.waitForComment(containing: "connected")
@@ -70,7 +71,7 @@ struct RunOutcomeTests {
     @Test("an engine that never calls back: the run times out with an error frame")
     func runTimeout() async throws {
         try await withStack(environment: ["HERALD_RUN_TIMEOUT_SECONDS": "1"]) { stack in
-            let api = API(stack.url)
+            let api = stack.api()
             let thread = try await api.createThread()
             let stream = try await api.openStream(thread)
             try await stream.waitForComment(containing: "connected")
@@ -80,8 +81,7 @@ struct RunOutcomeTests {
             #expect((events[3].object["error"] as? [String: Any])?["code"] as? String == "run_timed_out")
             #expect(events[4].object["status"] as? String == "timed_out")
             // A late answer changes nothing.
-            let late = try await TestHTTPClient.request(
-                "POST", "\(stack.url)/webhook/chat-response",
+            let late = try await api.postWebhook(
                 json: #"{"run_id":"\#(events[4].object["run_id"] as? String ?? "")","event":"completed","content":"too late"}"#
             )
             #expect(late.status == 200)
@@ -93,7 +93,7 @@ struct RunOutcomeTests {
     @Test("an engine-reported error fails the run with its message")
     func engineError() async throws {
         try await withStack { stack in
-            let api = API(stack.url)
+            let api = stack.api()
             let thread = try await api.createThread()
             let stream = try await api.openStream(thread)
             try await stream.waitForComment(containing: "connected")

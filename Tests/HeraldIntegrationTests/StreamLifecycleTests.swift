@@ -7,7 +7,7 @@ struct StreamLifecycleTests {
     @Test("an idle stream gets heartbeats")
     func heartbeat() async throws {
         try await withStack(environment: ["HERALD_HEARTBEAT_SECONDS": "0.2"]) { stack in
-            let api = API(stack.url)
+            let api = stack.api()
             let stream = try await api.openStream(try await api.createThread())
             try await stream.waitForComment(containing: "heartbeat", timeout: .seconds(3))
             #expect(stream.events.isEmpty)
@@ -16,8 +16,8 @@ struct StreamLifecycleTests {
 
     @Test("vanished clients are cleaned up: registry empty, NUMSUB 0, one subscriber connection throughout")
     func cleanupAfterKilledClients() async throws {
-        try await withStack { stack in
-            let api = API(stack.url)
+        try await withStack(environment: ["HERALD_MAX_STREAMS_PER_USER": "100"]) { stack in
+            let api = stack.api()
             let threads = [try await api.createThread(), try await api.createThread(), try await api.createThread()]
             func subscriberConnections() async throws -> Int {
                 try await stack.redis.command("CLIENT", "LIST").split(separator: "\n").filter { $0.contains("name=herald-sub-") }.count
@@ -59,7 +59,7 @@ struct StreamLifecycleTests {
     @Test("SIGTERM closes open streams promptly and the process exits")
     func gracefulShutdown() async throws {
         try await withStack { stack in
-            let api = API(stack.url)
+            let api = stack.api()
             let stream = try await api.openStream(try await api.createThread())
             try await stream.waitForComment(containing: "connected")
             let started = ContinuousClock.now
@@ -74,10 +74,10 @@ struct StreamLifecycleTests {
     @Test("an unknown thread's stream is a 404 JSON error")
     func unknownThread() async throws {
         try await withStack { stack in
-            let response = try await TestHTTPClient.request("GET", "\(stack.url)/chats/sse/\(UUID().uuidString.lowercased())")
+            let response = try await stack.api().request("GET", "/chats/sse/\(UUID().uuidString.lowercased())")
             #expect(response.status == 404)
             #expect(response.header("Content-Type")?.hasPrefix("application/json") == true)
-            let error = try #require(try API(stack.url).json(response)["error"] as? [String: Any])
+            let error = try #require(try stack.api().json(response)["error"] as? [String: Any])
             #expect(error["code"] as? String == "not_found")
         }
     }

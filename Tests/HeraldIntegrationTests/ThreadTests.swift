@@ -7,7 +7,7 @@ struct ThreadTests {
     @Test("threads list newest first with a cursor; a thread comes with its messages; messages page with after/limit")
     func pagination() async throws {
         try await withStack { stack in
-            let api = API(stack.url)
+            let api = stack.api()
             var created: [String] = []
             for index in 0..<5 { created.append(try await api.createThread(title: "t\(index)")) }
 
@@ -15,7 +15,7 @@ struct ThreadTests {
             var cursor: String?
             repeat {
                 let query = "limit=2" + (cursor.map { "&cursor=\($0)" } ?? "")
-                let page = try api.json(try await TestHTTPClient.request("GET", "\(stack.url)/chats?\(query)"))
+                let page = try api.json(try await api.request("GET", "/chats?\(query)"))
                 let threads = try #require(page["threads"] as? [[String: Any]])
                 #expect(threads.count <= 2)
                 seen += threads.compactMap { $0["id"] as? String }
@@ -25,13 +25,13 @@ struct ThreadTests {
 
             let thread = created[0]
             for text in ["one", "two", "three"] { _ = try await api.send(thread, "[[silent]] \(text)") }
-            let full = try api.json(try await TestHTTPClient.request("GET", "\(stack.url)/chats/\(thread)"))
+            let full = try api.json(try await api.request("GET", "/chats/\(thread)"))
             #expect((full["thread"] as? [String: Any])?["title"] as? String == "t0")
             let messages = try #require(full["messages"] as? [[String: Any]])
             #expect(messages.map { $0["content"] as? String } == ["[[silent]] one", "[[silent]] two", "[[silent]] three"])
 
             let firstID = try #require(messages[0]["id"] as? String)
-            let after = try api.json(try await TestHTTPClient.request("GET", "\(stack.url)/chats/\(thread)/messages?after=\(firstID)&limit=1"))
+            let after = try api.json(try await api.request("GET", "/chats/\(thread)/messages?after=\(firstID)&limit=1"))
             #expect((after["messages"] as? [[String: Any]])?.map { $0["content"] as? String } == ["[[silent]] two"])
         }
     }
@@ -39,7 +39,7 @@ struct ThreadTests {
     @Test("the generic adapter: POST {AGENT_URL} with a callback URL, answered by native webhooks")
     func genericAdapter() async throws {
         try await withStack(environment: ["AGENT_KIND": "generic"]) { stack in
-            let api = API(stack.url)
+            let api = stack.api()
             let thread = try await api.createThread()
             let stream = try await api.openStream(thread)
             try await stream.waitForComment(containing: "connected")

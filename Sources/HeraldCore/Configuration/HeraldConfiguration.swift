@@ -31,6 +31,18 @@ public struct HeraldConfiguration: Sendable {
     public var streamQueueMaxBytes: Int
     /// Attempts to deliver a run to the engine before the run is marked failed.
     public var agentMaxAttempts: Int
+    /// HS256 secret of user tokens. Nil only in development mode, which then uses a published secret.
+    public var jwtSecret: String?
+    /// Explicitly insecure local development: no JWT secret needed (tokens are signed with a known one).
+    public var developmentMode: Bool
+    /// Standard Webhooks secrets (`whsec_…`); several while rotating. Empty: only callback tokens are accepted.
+    public var webhookSecrets: [String]
+    /// Exact browser origins allowed by CORS (with credentials).
+    public var corsOrigins: [String]
+    public var maxStreamsPerUser: Int
+    public var sendsPerMinute: Int
+    /// Deepest JSON nesting accepted in a request body.
+    public var maxJSONDepth: Int
 
     public init(
         redisURL: String = "redis://127.0.0.1:6379",
@@ -51,7 +63,14 @@ public struct HeraldConfiguration: Sendable {
         maxContentBytes: Int = 64 * 1024,
         streamQueueMaxFrames: Int = 1024,
         streamQueueMaxBytes: Int = 4 << 20,
-        agentMaxAttempts: Int = 5
+        agentMaxAttempts: Int = 5,
+        jwtSecret: String? = nil,
+        developmentMode: Bool = false,
+        webhookSecrets: [String] = [],
+        corsOrigins: [String] = [],
+        maxStreamsPerUser: Int = 20,
+        sendsPerMinute: Int = 30,
+        maxJSONDepth: Int = 32
     ) {
         self.redisURL = redisURL
         self.databaseURL = databaseURL
@@ -72,6 +91,13 @@ public struct HeraldConfiguration: Sendable {
         self.streamQueueMaxFrames = streamQueueMaxFrames
         self.streamQueueMaxBytes = streamQueueMaxBytes
         self.agentMaxAttempts = agentMaxAttempts
+        self.jwtSecret = jwtSecret
+        self.developmentMode = developmentMode
+        self.webhookSecrets = webhookSecrets
+        self.corsOrigins = corsOrigins
+        self.maxStreamsPerUser = maxStreamsPerUser
+        self.sendsPerMinute = sendsPerMinute
+        self.maxJSONDepth = maxJSONDepth
     }
 }
 
@@ -107,7 +133,43 @@ extension HeraldConfiguration {
         configuration.streamQueueMaxFrames = try reader.integer("HERALD_STREAM_QUEUE_FRAMES", default: defaults.streamQueueMaxFrames, range: 1...1_000_000)
         configuration.streamQueueMaxBytes = try reader.integer("HERALD_STREAM_QUEUE_BYTES", default: defaults.streamQueueMaxBytes, range: 1024...(1 << 30))
         configuration.agentMaxAttempts = try reader.integer("HERALD_AGENT_MAX_ATTEMPTS", default: defaults.agentMaxAttempts, range: 1...100)
+        configuration.developmentMode = try reader.flag("HERALD_INSECURE_DEV")
+        configuration.jwtSecret = try reader.optionalString("HERALD_JWT_SECRET")
+        if let secret = configuration.jwtSecret, secret.utf8.count < 32 {
+            throw ConfigurationError(variable: "HERALD_JWT_SECRET", reason: "must be at least 32 bytes, got \(secret.utf8.count)")
+        }
+        if configuration.jwtSecret == nil, !configuration.developmentMode {
+            throw ConfigurationError(
+                variable: "HERALD_JWT_SECRET",
+                reason: "is required (set HERALD_INSECURE_DEV=1 or pass --insecure-dev for local development only)"
+            )
+        }
+        if let secrets = try reader.optionalString("HERALD_WEBHOOK_SECRET") {
+            do {
+                configuration.webhookSecrets = try StandardWebhooks.parseSecrets(secrets)
+            } catch {
+                throw ConfigurationError(variable: "HERALD_WEBHOOK_SECRET", reason: "must be one or more whsec_<base64> secrets")
+            }
+        }
+        if let origins = try reader.optionalString("HERALD_CORS_ORIGINS") {
+            configuration.corsOrigins = origins.split(whereSeparator: { $0 == "," || $0 == " " }).map(String.init)
+            if let bad = configuration.corsOrigins.first(where: { $0 == "*" || !($0.hasPrefix("http://") || $0.hasPrefix("https://")) }) {
+                throw ConfigurationError(variable: "HERALD_CORS_ORIGINS", reason: "must list exact origins like https://app.example.com, got \"\(bad)\"")
+            }
+        }
+        configuration.maxStreamsPerUser = try reader.integer("HERALD_MAX_STREAMS_PER_USER", default: defaults.maxStreamsPerUser, range: 1...100_000)
+        configuration.sendsPerMinute = try reader.integer("HERALD_SENDS_PER_MINUTE", default: defaults.sendsPerMinute, range: 1...1_000_000)
+        configuration.maxJSONDepth = try reader.integer("HERALD_MAX_JSON_DEPTH", default: defaults.maxJSONDepth, range: 2...512)
         return configuration
+    }
+}
+
+extension HeraldConfiguration {
+    /// Just `DATABASE_URL`, for commands that need nothing else (`herald migrate`).
+    public static func databaseURL(fromEnvironment environment: [String: String]) throws(ConfigurationError) -> String {
+        try EnvironmentReader(environment: environment).url(
+            "DATABASE_URL", schemes: ["postgres", "postgresql"], default: HeraldConfiguration().databaseURL
+        )
     }
 }
 
@@ -118,6 +180,19 @@ private struct EnvironmentReader {
         guard let raw = environment[name] else { return nil }
         let trimmed = raw.trimmingWhitespace()
         return trimmed.isEmpty ? nil : trimmed
+    }
+
+    func optionalString(_ name: String) throws(ConfigurationError) -> String? {
+        value(name)
+    }
+
+    func flag(_ name: String) throws(ConfigurationError) -> Bool {
+        guard let raw = value(name) else { return false }
+        switch raw.lowercased() {
+        case "1", "true", "yes": return true
+        case "0", "false", "no": return false
+        default: throw ConfigurationError(variable: name, reason: "must be 1 or 0, got \"\(raw)\"")
+        }
     }
 
     func string(_ name: String, default fallback: String) throws(ConfigurationError) -> String {

@@ -12,8 +12,14 @@ public final class FanoutHub: Service, Sendable {
         var connections: [String: [UInt64: StreamConnection]] = [:]
         /// Connections whose subscription `acquire` succeeded: each holds one reference of its channel.
         var holdingReference: Set<UInt64> = []
+        var perUser: [String: Int] = [:]
         var nextID: UInt64 = 0
         var count = 0
+    }
+
+    /// The user already holds as many streams on this node as allowed.
+    public struct TooManyStreams: Error {
+        public let limit: Int
     }
 
     public let keys: ThreadKeys
@@ -44,13 +50,22 @@ public final class FanoutHub: Service, Sendable {
     /// Registers a client for `thread` and returns once Redis confirmed the channel subscription, so that every
     /// frame published from now on reaches the connection's queue. The connection is registered before the
     /// subscription is confirmed: a frame arriving right after the confirmation is never missed.
-    public func open(thread: UUID, limits: StreamConnection.Limits) async throws(DependencyUnavailable) -> StreamConnection {
+    /// `user` may hold at most `maxPerUser` streams on this node; the slot is given back when the connection ends.
+    public func open(
+        thread: UUID, user: String, maxPerUser: Int, limits: StreamConnection.Limits
+    ) async throws -> StreamConnection {
         let channel = keys.channel(thread)
-        let id = registry.withLockedValue { registry -> UInt64 in
+        let id = try registry.withLockedValue { registry throws(TooManyStreams) -> UInt64 in
+            guard registry.perUser[user, default: 0] < maxPerUser else { throw TooManyStreams(limit: maxPerUser) }
+            registry.perUser[user, default: 0] += 1
             registry.nextID += 1
             return registry.nextID
         }
         let connection = StreamConnection(id: id, thread: thread, limits: limits) { [registry, subscriptions] connection, _ in
+            registry.withLockedValue { registry in
+                registry.perUser[user, default: 1] -= 1
+                if registry.perUser[user] == 0 { registry.perUser[user] = nil }
+            }
             if FanoutHub.unregister(connection, channel: channel, registry: registry) {
                 Task { await subscriptions.release(channel) }
             }

@@ -46,6 +46,16 @@ public enum JSONValue: Sendable, Hashable, Codable {
         return nil
     }
 
+    /// Whether any string (or object key) holds U+0000, which PostgreSQL text and jsonb cannot store.
+    public var containsNUL: Bool {
+        switch self {
+        case .string(let text): text.utf8.contains(0)
+        case .array(let values): values.contains(where: \.containsNUL)
+        case .object(let fields): fields.contains { $0.key.utf8.contains(0) || $0.value.containsNUL }
+        default: false
+        }
+    }
+
     public var isObject: Bool {
         if case .object = self { return true }
         return false

@@ -36,8 +36,10 @@ public final class RunCoordinator: Sendable {
     /// Stores the user's message and a queued run, publishes both, and hands the run to the engine in the
     /// background. Returns without waiting for the engine.
     public func send(thread: UUID, owner: String, content: String, metadata: JSONValue) async throws -> (ChatMessage, ChatRun) {
+        let token = CallbackToken()
         let (message, run) = try await store.createSend(
-            thread: thread, owner: owner, content: content, metadata: metadata, timeoutSeconds: runTimeoutSeconds
+            thread: thread, owner: owner, content: content, metadata: metadata, timeoutSeconds: runTimeoutSeconds,
+            callbackTokenHash: token.hash
         )
         do {
             try await publisher.publish(
@@ -54,7 +56,7 @@ public final class RunCoordinator: Sendable {
         Counter(label: "herald_sends_total").increment()
         let request = AgentRunRequest(
             thread: thread, run: run.id, assistantMessageID: run.assistantMessageID, userMessage: message,
-            callbackURL: "\(callbackBase)/webhook/chat-response?run_id=\(run.id.text)"
+            callbackURL: "\(callbackBase)/webhook/chat-response?run_id=\(run.id.text)&token=\(token.value)"
         )
         jobs.submit { [self] in await trigger(request) }
         return (message, run)

@@ -106,7 +106,7 @@ public struct ChatStore: Sendable {
 
     /// Stores the user's message and a queued run in one transaction.
     public func createSend(
-        thread: UUID, owner: String, content: String, metadata: JSONValue, timeoutSeconds: Double
+        thread: UUID, owner: String, content: String, metadata: JSONValue, timeoutSeconds: Double, callbackTokenHash: String
     ) async throws -> (ChatMessage, ChatRun) {
         let messageID = UUID(), runID = UUID(), assistantID = UUID()
         return try await pool.transaction { connection in
@@ -115,11 +115,11 @@ public struct ChatStore: Sendable {
             ).rows.isEmpty else { throw NotFound(what: "thread") }
             let run = try connection.query(
                 """
-                INSERT INTO runs (id, thread_id, status, assistant_message_id, deadline)
-                VALUES ($1::uuid, $2::uuid, 'queued', $3::uuid, clock_timestamp() + make_interval(secs => $4::float8))
+                INSERT INTO runs (id, thread_id, status, assistant_message_id, deadline, callback_token_hash)
+                VALUES ($1::uuid, $2::uuid, 'queued', $3::uuid, clock_timestamp() + make_interval(secs => $4::float8), $5)
                 RETURNING \(SQL.runColumns)
                 """,
-                [runID.text, thread.text, assistantID.text, String(timeoutSeconds)]
+                [runID.text, thread.text, assistantID.text, String(timeoutSeconds), callbackTokenHash]
             )
             let message = try connection.query(
                 """
@@ -252,6 +252,35 @@ public struct ChatStore: Sendable {
             result.append((run, message))
         }
         return result
+    }
+
+    /// What a callback token is checked against: the stored hash, and whether the run can still take results
+    /// (open, or final but not yet on the stream, so the engine's retry after a 503 still gets through).
+    public func callbackGrant(run: UUID) async throws -> (tokenHash: String?, thread: UUID, acceptsResults: Bool)? {
+        guard let row = try await pool.query(
+            """
+            SELECT callback_token_hash, thread_id,
+                   (status IN ('queued', 'running') OR NOT final_published) AS accepts
+            FROM runs WHERE id = $1::uuid
+            """,
+            [run.text]
+        ).rows.first else { return nil }
+        return (row["callback_token_hash"], try SQL.uuid(row, "thread_id"), row["accepts"] == "t")
+    }
+
+    /// Whether a Standard Webhooks delivery id was already processed.
+    public func deliverySeen(_ id: String) async throws -> Bool {
+        try await !pool.query("SELECT 1 FROM webhook_deliveries WHERE id = $1", [id]).rows.isEmpty
+    }
+
+    /// Records a processed delivery id; ids older than a day are forgotten on the way (senders stop
+    /// retrying long before that).
+    public func recordDelivery(_ id: String) async throws {
+        _ = try await pool.query("INSERT INTO webhook_deliveries (id) VALUES ($1) ON CONFLICT (id) DO NOTHING", [id])
+    }
+
+    public func forgetOldDeliveries() async throws {
+        _ = try await pool.query("DELETE FROM webhook_deliveries WHERE received_at < clock_timestamp() - interval '1 day'")
     }
 
     public func ping() async throws {

@@ -45,5 +45,15 @@ enum Migrations {
         );
         CREATE INDEX messages_thread_order ON messages (thread_id, seq);
         """),
+        (2, """
+        -- SHA-256 of the per-run token in the callback URL handed to engines that cannot sign.
+        ALTER TABLE runs ADD COLUMN callback_token_hash text;
+        -- Standard Webhooks `webhook-id`s already processed: a redelivery is answered without effect.
+        CREATE TABLE webhook_deliveries (
+            id text PRIMARY KEY,
+            received_at timestamptz NOT NULL DEFAULT clock_timestamp()
+        );
+        CREATE INDEX webhook_deliveries_age ON webhook_deliveries (received_at);
+        """),
     ]
 }

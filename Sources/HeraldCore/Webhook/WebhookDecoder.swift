@@ -37,6 +37,7 @@ public enum WebhookDecoder {
             throw .malformed("body is not valid JSON")
         }
         guard case .object(let object) = value else { throw .invalid("body must be a JSON object") }
+        guard !value.containsNUL else { throw .invalid("strings must not contain NUL characters") }
         if object["event"] != nil {
             return try native(object, runIDFromURL: runIDFromURL)
         }

@@ -24,6 +24,13 @@ final class Stack: Sendable {
     let agent: ChildProcess?
     let agentURL: String
     let nodes: [Node]
+    /// User tokens minted by `herald token`, by user.
+    let tokens: [String: String]
+
+    /// The secrets every stack runs with: user tokens are HS256 with the first, webhooks signed with the second.
+    static let jwtSecret = "integration-tests-jwt-secret-0123456789abcdef"
+    static let webhookSecret = "whsec_aW50ZWdyYXRpb24tdGVzdHMtd2ViaG9vay1zZWNyZXQ="
+    static let users = ["alice", "bob"]
 
     struct Node: Sendable {
         let process: ChildProcess
@@ -35,8 +42,10 @@ final class Stack: Sendable {
     var url: String { nodes[0].url }
 
     enum Agent {
-        /// `herald demo-agent` on a free port.
+        /// `herald demo-agent` on a free port, signing its callbacks.
         case demo
+        /// The demo agent without a webhook secret: it relies on the callback URL's token, like LangGraph.
+        case demoUnsigned
         /// A port nothing listens on: every trigger fails to connect.
         case unreachable
     }
@@ -55,9 +64,10 @@ final class Stack: Sendable {
         var agentProcess: ChildProcess?
         let agentPort = freeTCPPort()
         let agentURL = "http://127.0.0.1:\(agentPort)"
-        if case .demo = agent {
+        if agent != .unreachable {
             let process = try ChildProcess.start(
-                herald, ["demo-agent", "--port", String(agentPort), "--delay-ms", "100", "--token-delay-ms", "10"]
+                herald, ["demo-agent", "--port", String(agentPort), "--delay-ms", "100", "--token-delay-ms", "10"],
+                environment: agent == .demo ? ["HERALD_WEBHOOK_SECRET": webhookSecret] : [:]
             )
             try await waitUntilHealthy("\(agentURL)/healthz", process: process)
             agentProcess = process
@@ -75,21 +85,43 @@ final class Stack: Sendable {
                 "HERALD_HOST": "127.0.0.1",
                 "HERALD_PORT": String(port),
                 "HERALD_LOG_LEVEL": "debug",
+                "HERALD_JWT_SECRET": jwtSecret,
+                "HERALD_WEBHOOK_SECRET": webhookSecret,
             ]
             env.merge(environment) { _, override in override }
             let process = try ChildProcess.start(herald, ["serve"], environment: env)
             try await waitUntilHealthy("http://127.0.0.1:\(port)/readyz", process: process)
             nodes.append(Node(process: process, port: port))
         }
-        return Stack(redis: redis, databaseURL: databaseURL, agent: agentProcess, agentURL: agentURL, nodes: nodes)
+        var tokens: [String: String] = [:]
+        for user in users {
+            tokens[user] = try await mintToken(user: user)
+        }
+        return Stack(redis: redis, databaseURL: databaseURL, agent: agentProcess, agentURL: agentURL, nodes: nodes, tokens: tokens)
     }
 
-    private init(redis: RedisServer, databaseURL: String, agent: ChildProcess?, agentURL: String, nodes: [Node]) {
+    /// A token from the real CLI, as a developer or script would get one.
+    static func mintToken(user: String, ttl: String = "1h", secret: String = jwtSecret) async throws -> String {
+        let process = try ChildProcess.start(
+            builtProduct("herald"), ["token", "--user", user, "--ttl", ttl], environment: ["HERALD_JWT_SECRET": secret]
+        )
+        let status = try await process.waitForExit(timeout: .seconds(20))
+        #expect(status == 0, "herald token: \(process.log())")
+        return process.log().trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    private init(redis: RedisServer, databaseURL: String, agent: ChildProcess?, agentURL: String, nodes: [Node], tokens: [String: String]) {
         self.redis = redis
         self.databaseURL = databaseURL
         self.agent = agent
         self.agentURL = agentURL
         self.nodes = nodes
+        self.tokens = tokens
+    }
+
+    /// The API of node `node`, acting as `user`.
+    func api(node: Int = 0, user: String = "alice") -> API {
+        API(nodes[node].url, token: tokens[user])
     }
 
     func stop() async {
