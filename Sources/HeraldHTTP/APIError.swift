@@ -30,7 +30,7 @@ public struct APIError: Error, HTTPResponseError {
             }
             let error: Detail
         }
-        return (try? JSONEncoder().encode(Envelope(error: .init(code: code, message: message)))).map(Array.init) ?? []
+        return (try? JSONResponse.encoder.encode(Envelope(error: .init(code: code, message: message)))).map(Array.init) ?? []
     }
 
     static func badRequest(_ message: String) -> APIError { APIError(.badRequest, "malformed_request", message) }

@@ -18,7 +18,7 @@ struct GaplessStreamTests {
     @Test("reconnecting with Last-Event-ID while frames keep coming: every frame exactly once, in order")
     func resumeWhilePublishing() async throws {
         try await withStack { stack in
-            let api = API(stack.url)
+            let api = stack.api()
             let thread = try await api.createThread()
             let first = try await api.openStream(thread)
             try await first.waitForComment(containing: "connected")
@@ -64,7 +64,7 @@ struct GaplessStreamTests {
     @Test("a Last-Event-ID older than the trimmed log starts with resync at the newest id, then goes on live")
     func resyncAfterTrim() async throws {
         try await withStack(environment: ["HERALD_LOG_MAXLEN": "5"]) { stack in
-            let api = API(stack.url)
+            let api = stack.api()
             let thread = try await api.createThread()
             let live = try await api.openStream(thread)
             try await live.waitForComment(containing: "connected")
@@ -102,7 +102,7 @@ struct GaplessStreamTests {
     @Test("a malformed Last-Event-ID (header or query) starts with resync, then goes on live")
     func resyncForMalformedIDs() async throws {
         try await withStack { stack in
-            let api = API(stack.url)
+            let api = stack.api()
             let thread = try await api.createThread()
             let sent = try await api.send(thread, "[[silent]] garbage ids")
             // The log already holds frames (user message, queued, running): none of them may be replayed.
@@ -131,7 +131,7 @@ struct GaplessStreamTests {
     @Test("native deltas: published with their index, repeats once, out-of-order as they come, not stored")
     func deltas() async throws {
         try await withStack { stack in
-            let api = API(stack.url)
+            let api = stack.api()
             let thread = try await api.createThread()
             let stream = try await api.openStream(thread)
             try await stream.waitForComment(containing: "connected")
@@ -165,7 +165,7 @@ struct GaplessStreamTests {
     @Test("a reader that cannot keep up is disconnected and counted; a fast reader of the same thread gets everything")
     func slowConsumer() async throws {
         try await withStack(environment: ["HERALD_STREAM_QUEUE_FRAMES": "64", "HERALD_STREAM_QUEUE_BYTES": "1048576"]) { stack in
-            let api = API(stack.url)
+            let api = stack.api()
             let thread = try await api.createThread()
             let fast = try await api.openStream(thread)
             let slow = try await api.openStream(thread, receiveBufferSize: 4096)
@@ -218,7 +218,7 @@ struct GaplessStreamTests {
     @Test("the subscriber connection killed (CLIENT KILL TYPE pubsub) while frames flow: every open stream gets every frame once")
     func subscriberConnectionKilled() async throws {
         try await withStack { stack in
-            let api = API(stack.url)
+            let api = stack.api()
             let thread = try await api.createThread()
             let a = try await api.openStream(thread)
             let b = try await api.openStream(thread)
@@ -268,7 +268,7 @@ struct GaplessStreamTests {
     @Test("Redis stopped and restarted: webhooks get 503, the retry stores and publishes each message once")
     func redisRestart() async throws {
         try await withStack(redisPersistence: true) { stack in
-            let api = API(stack.url)
+            let api = stack.api()
             let thread = try await api.createThread()
             let stream = try await api.openStream(thread)
             try await stream.waitForComment(containing: "connected")
@@ -283,9 +283,7 @@ struct GaplessStreamTests {
             #expect((try api.json(result)["error"] as? [String: Any])?["code"] as? String == "dependency_unavailable")
             // A send while Redis is down is refused and leaves nothing behind.
             let body = try JSONSerialization.data(withJSONObject: ["content": "lost in the outage"])
-            let refused = try await TestHTTPClient.request(
-                "POST", "\(stack.url)/chats/\(thread)/send", headers: [("Content-Type", "application/json")], body: Array(body)
-            )
+            let refused = try await api.request("POST", "/chats/\(thread)/send", headers: [("Content-Type", "application/json")], body: Array(body))
             #expect(refused.status == 503, "\(refused.text)")
             #expect(!(try await api.messages(thread)).contains { $0["content"] as? String == "lost in the outage" })
 
@@ -315,7 +313,7 @@ struct GaplessStreamTests {
     @Test("?last_event_id=0 after the run finished replays the whole run from the log, then goes on live")
     func replayFinishedRun() async throws {
         try await withStack { stack in
-            let api = API(stack.url)
+            let api = stack.api()
             let thread = try await api.createThread()
             let live = try await api.openStream(thread)
             try await live.waitForComment(containing: "connected")

@@ -4,12 +4,9 @@ import Testing
 
 /// Helpers for the gapless-stream tests: native webhooks, a steady delta publisher, reading the Redis log.
 extension API {
-    /// Posts a native webhook body (JSON) to `/webhook/chat-response`.
+    /// Posts a native webhook body (JSON) to `/webhook/chat-response`, signed as a fresh delivery.
     func webhook(_ object: [String: Any]) async throws -> TestHTTPResponse {
-        let body = try JSONSerialization.data(withJSONObject: object)
-        return try await TestHTTPClient.request(
-            "POST", "\(base)/webhook/chat-response", headers: [("Content-Type", "application/json")], body: Array(body)
-        )
+        try await postWebhook(Array(try JSONSerialization.data(withJSONObject: object)))
     }
 
     /// Posts a native `delta` webhook for `run`.
