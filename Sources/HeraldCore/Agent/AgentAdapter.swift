@@ -17,6 +17,14 @@ public protocol AgentAdapter: Sendable {
     func engineRunID(from response: CurlResponse) -> String?
 }
 
+extension AgentAdapter {
+    /// Both kinds answer with a JSON object whose `run_id` is the engine's own id for the run.
+    public func engineRunID(from response: CurlResponse) -> String? {
+        guard let value = try? JSONDecoder().decode(JSONValue.self, from: Data(response.body)) else { return nil }
+        return value["run_id"]?.stringValue
+    }
+}
+
 private let agentJSONEncoder: JSONEncoder = {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.withoutEscapingSlashes]
@@ -75,11 +83,6 @@ public struct LangGraphAdapter: AgentAdapter {
             )
         )
     }
-
-    public func engineRunID(from response: CurlResponse) -> String? {
-        guard let value = try? JSONDecoder().decode(JSONValue.self, from: Data(response.body)) else { return nil }
-        return value["run_id"]?.stringValue
-    }
 }
 
 /// Any HTTP agent: `POST {AGENT_URL}` with the run and the callback URL; it answers through the native webhook.
@@ -106,10 +109,5 @@ public struct GenericAdapter: AgentAdapter {
                 message: run.userMessage, callback_url: run.callbackURL
             )
         )
-    }
-
-    public func engineRunID(from response: CurlResponse) -> String? {
-        guard let value = try? JSONDecoder().decode(JSONValue.self, from: Data(response.body)) else { return nil }
-        return value["run_id"]?.stringValue
     }
 }
