@@ -1,9 +1,11 @@
 import ServiceLifecycle
 
 /// Runs the coordinator's sweep on a fixed interval on every node; the SQL makes each run's expiry happen once.
+/// Now and then it also forgets webhook delivery ids old enough that no sender retries them.
 public struct RunSweeper: Service {
     let coordinator: RunCoordinator
     let interval: Duration
+    private static let passesBetweenHousekeeping = 600
 
     public init(coordinator: RunCoordinator, interval: Duration) {
         self.coordinator = coordinator
@@ -11,9 +13,16 @@ public struct RunSweeper: Service {
     }
 
     public func run() async throws {
-        while !Task.isCancelled, !Task.isShuttingDownGracefully {
-            await coordinator.sweep()
-            try? await Task.sleep(for: interval)
+        await cancelWhenGracefulShutdown {
+            var pass = 0
+            while !Task.isCancelled {
+                await coordinator.sweep()
+                if pass % Self.passesBetweenHousekeeping == 0 {
+                    try? await coordinator.store.forgetOldDeliveries()
+                }
+                pass += 1
+                try? await Task.sleep(for: interval)
+            }
         }
     }
 }
