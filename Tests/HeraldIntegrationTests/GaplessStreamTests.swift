@@ -345,3 +345,41 @@ struct GaplessStreamTests {
         }
     }
 }
+
+@Suite("PostgreSQL outage")
+struct PostgresOutageTests {
+    @Test("PostgreSQL unreachable: sends, webhooks and new streams get 503, nothing is published, readiness says why")
+    func postgresDown() async throws {
+        // Its own server: stopping the shared one would take every other suite down with it.
+        let postgres = try await PostgresServer.start()
+        try await withStack(postgres: postgres) { stack in
+            let api = stack.api()
+            let thread = try await api.createThread()
+            let stream = try await api.openStream(thread)
+            try await stream.waitForComment(containing: "connected")
+            let sent = try await api.send(thread, "[[silent]] before the outage")
+            _ = try await stream.waitForEvents(count: 3)
+            let logBefore = try await stack.redis.command("XLEN", "sse:thread:\(thread):log")
+
+            try await postgres.stop()
+            let send = try await api.request(
+                "POST", "/chats/\(thread)/send", headers: [("Content-Type", "application/json")], body: Array(#"{"content":"during"}"#.utf8)
+            )
+            #expect(send.status == 503, "\(send.text)")
+            let result = try await api.webhook(["run_id": sent.run, "event": "completed", "content": "lost?"])
+            #expect(result.status == 503, "\(result.text)")
+            #expect((try api.json(result)["error"] as? [String: Any])?["code"] as? String == "dependency_unavailable")
+            let newStream = try await api.request("GET", "/chats/sse/\(thread)")
+            #expect(newStream.status == 503)
+            let ready = try await TestHTTPClient.request("GET", "\(stack.url)/readyz")
+            #expect(ready.status == 503)
+            #expect(try api.json(ready)["postgres"] as? String == "unavailable")
+
+            // Nothing half-written reached the stream or the log.
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(stream.events.count == 3)
+            #expect(try await stack.redis.command("XLEN", "sse:thread:\(thread):log") == logBefore)
+            #expect(stack.node.process.isRunning)
+        }
+    }
+}

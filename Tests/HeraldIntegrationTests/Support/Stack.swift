@@ -51,11 +51,13 @@ final class Stack: Sendable {
     }
 
     static func start(
-        nodes count: Int = 1, agent: Agent = .demo, environment: [String: String] = [:], redisPersistence: Bool = false
+        nodes count: Int = 1, agent: Agent = .demo, environment: [String: String] = [:], redisPersistence: Bool = false,
+        postgres: PostgresServer? = nil
     ) async throws -> Stack {
         let herald = builtProduct("herald")
         let redis = try await RedisServer.start(persistence: redisPersistence)
-        let databaseURL = try await SharedPostgres.shared.server().createDatabase()
+        let server = if let postgres { postgres } else { try await SharedPostgres.shared.server() }
+        let databaseURL = try await server.createDatabase()
 
         let migrate = try ChildProcess.start(herald, ["migrate"], environment: ["DATABASE_URL": databaseURL])
         let status = try await migrate.waitForExit(timeout: .seconds(30))
@@ -140,9 +142,10 @@ final class Stack: Sendable {
 /// Runs `body` with a started stack and always stops it.
 func withStack<T>(
     nodes: Int = 1, agent: Stack.Agent = .demo, environment: [String: String] = [:], redisPersistence: Bool = false,
+    postgres: PostgresServer? = nil,
     _ body: (Stack) async throws -> T
 ) async throws -> T {
-    let stack = try await Stack.start(nodes: nodes, agent: agent, environment: environment, redisPersistence: redisPersistence)
+    let stack = try await Stack.start(nodes: nodes, agent: agent, environment: environment, redisPersistence: redisPersistence, postgres: postgres)
     do {
         let result = try await body(stack)
         await stack.stop()
