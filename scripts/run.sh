@@ -142,7 +142,7 @@ cat <<BANNER
 BASE=$BASE
 AUTH="Authorization: Bearer $TOKEN"
 THREAD=\$(curl -s -X POST \$BASE/chats -H "\$AUTH" -H 'Content-Type: application/json' -d '{"title":"demo"}' | grep -o '"id" *: *"[^"]*"' | head -n 1 | cut -d '"' -f 4); echo "thread \$THREAD"
-curl -N -H "\$AUTH" \$BASE/chats/sse/\$THREAD &    # the thread's event stream, printed here
+curl -sN -H "\$AUTH" \$BASE/chats/sse/\$THREAD &    # the thread's event stream, printed here
 sleep 1; curl -s -X POST \$BASE/chats/\$THREAD/send -H "\$AUTH" -H 'Content-Type: application/json' -d '{"content":"hello"}'; echo
 sleep 5; kill %1                        # stop the stream
 
