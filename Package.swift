@@ -127,6 +127,8 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                // HMAC-SHA256 for signed (Standard Webhooks) deltas.
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
             path: "Sources/HeraldLoad",
             swiftSettings: swiftSettings

@@ -5,7 +5,8 @@
 #   2. release build of `herald` and `herald-load`
 #   3. `herald migrate`, `herald demo-agent` on 127.0.0.1:$BENCH_AGENT_PORT and a release
 #      `herald serve` on 127.0.0.1:$BENCH_PORT with HERALD_RUN_TIMEOUT_SECONDS=86400 (the load
-#      tool's run stays open) and HERALD_LOG_LEVEL=warning
+#      tool's run stays open), HERALD_LOG_LEVEL=warning, fresh random HERALD_JWT_SECRET and
+#      HERALD_WEBHOOK_SECRET, and per-user limits (streams, sends) lifted for the one load user
 #   4. every scenario $RUNS times (herald-load against that server), then a table of medians;
 #      the connections-* scenarios get a freshly started server for every run (RSS only grows)
 #   5. stops the server and the demo agent (and the services if it started them)
@@ -32,14 +33,19 @@ DATA=${HERALD_DATA_DIR:-$ROOT/.data}
 OUT=${BENCH_OUT:-$DATA/bench-$(date +%Y%m%d-%H%M%S)}
 [[ $RUNS =~ ^[1-9][0-9]?$ ]] || die "RUNS must be 1-99"
 
-# name | herald-load arguments. The fanout-* trio posts the same webhooks at the same rate to
-# 1, 100 and 1000 subscribers: what fan-out itself costs. fanout-max-1000 finds the ceiling
-# (1000 webhooks: each stream's backlog stays under the 1024-frame slow-consumer bound).
+# name | herald-load arguments. Webhooks are signed (Standard Webhooks) unless the scenario says
+# otherwise; webhooks-max-token authenticates with the run's callback token instead. The fanout-*
+# trio posts the same webhooks at the same rate to 1, 100 and 1000 subscribers: what fan-out itself
+# costs; fanout-1000-4k repeats the 1000 with 4000-byte deltas (a per-subscriber encoding would
+# show up there). fanout-max-1000 finds the ceiling (1000 webhooks: each stream's backlog stays
+# under the 1024-frame slow-consumer bound).
 SCENARIOS=(
     "webhooks-max|--subscribers 1 --webhooks 5000 --concurrency 16 --rate 0"
+    "webhooks-max-token|--subscribers 1 --webhooks 5000 --concurrency 16 --rate 0 --webhook-auth token --agent-url http://127.0.0.1:$BENCH_AGENT_PORT"
     "fanout-1|--subscribers 1 --webhooks 500 --rate 25"
     "fanout-100|--subscribers 100 --webhooks 500 --rate 25"
     "fanout-1000|--subscribers 1000 --webhooks 500 --rate 25"
+    "fanout-1000-4k|--subscribers 1000 --webhooks 500 --rate 25 --payload-bytes 4000"
     "fanout-max-1000|--subscribers 1000 --webhooks 1000 --concurrency 8 --rate 0"
     "connections-1000|--connections-only --subscribers 1000"
     "connections-5000|--connections-only --subscribers 5000"
@@ -89,6 +95,12 @@ export HERALD_HOST=127.0.0.1 HERALD_PORT=$BENCH_PORT
 export AGENT_URL="http://127.0.0.1:$BENCH_AGENT_PORT" AGENT_KIND=langgraph AGENT_ASSISTANT_ID=agent
 export PUBLIC_URL="http://127.0.0.1:$BENCH_PORT"
 export HERALD_RUN_TIMEOUT_SECONDS=86400 HERALD_LOG_LEVEL=warning
+HERALD_JWT_SECRET=$(head -c 48 /dev/urandom | base64 | tr -d '\n')
+HERALD_WEBHOOK_SECRET=whsec_$(head -c 32 /dev/urandom | base64 | tr -d '\n')
+export HERALD_JWT_SECRET HERALD_WEBHOOK_SECRET # herald-load signs with the same secret
+export HERALD_MAX_STREAMS_PER_USER=100000 HERALD_SENDS_PER_MINUTE=100000
+HERALD_LOAD_TOKEN=$("$HERALD" token --user herald-load --ttl 1d) || die "herald token failed"
+export HERALD_LOAD_TOKEN
 
 "$HERALD" migrate >"$OUT/migrate.log" 2>&1 || { cat "$OUT/migrate.log" >&2; die "herald migrate failed"; }
 
@@ -203,13 +215,13 @@ worst() { # KEY NAME: the largest value over the runs (missing, duplicates: must
     echo "latency: publish (webhook sent) to receive (frame read by a subscriber), ms; lost: worst run's"
     echo "missing + duplicate + unexpected frames; cores: Herald's CPU seconds per second of the run;"
     echo "us/webhook, us/frame: Herald's CPU per accepted webhook and per delivered frame"
-    printf '%-17s %9s %9s %7s %7s %7s %8s %5s %6s %10s %8s %8s %8s %8s\n' scenario webhooks/s frames/s p50 p90 p99 max lost cores us/webhook us/frame redis-s pg-s tool-s
+    printf '%-19s %9s %9s %7s %7s %7s %8s %5s %6s %10s %8s %8s %8s %8s\n' scenario webhooks/s frames/s p50 p90 p99 max lost cores us/webhook us/frame redis-s pg-s tool-s
     for entry in "${selected[@]}"; do
         name=${entry%%|*}
         [[ $name == connections-* ]] && continue
         grep -q "^RESULT label=$name " "$OUT/results.txt" 2>/dev/null || continue
         loss=$(($(worst missing "$name") + $(worst duplicates "$name") + $(worst unexpected "$name")))
-        printf '%-17s %9s %9s %7s %7s %7s %8s %5s %6s %10s %8s %8s %8s %8s\n' "$name" \
+        printf '%-19s %9s %9s %7s %7s %7s %8s %5s %6s %10s %8s %8s %8s %8s\n' "$name" \
             "$(median webhooks_per_s "$name")" "$(median frames_per_s "$name")" \
             "$(median p50_ms "$name")" "$(median p90_ms "$name")" "$(median p99_ms "$name")" "$(median max_ms "$name")" \
             "$loss" "$(median herald_cores "$name")" "$(median herald_us_per_webhook "$name")" \
@@ -217,12 +229,12 @@ worst() { # KEY NAME: the largest value over the runs (missing, duplicates: must
             "$(median tool_cpu_s "$name")"
     done
     echo
-    printf '%-17s %11s %8s %13s %13s %10s %12s\n' scenario connections open-s rss-before-MiB rss-open-MiB KiB/conn closed-early
+    printf '%-19s %11s %8s %13s %13s %10s %12s\n' scenario connections open-s rss-before-MiB rss-open-MiB KiB/conn closed-early
     for entry in "${selected[@]}"; do
         name=${entry%%|*}
         [[ $name == connections-* ]] || continue
         grep -q "^RESULT label=$name " "$OUT/results.txt" 2>/dev/null || continue
-        printf '%-17s %11s %8s %13s %13s %10s %12s\n' "$name" "$(median connections "$name")" "$(median open_s "$name")" \
+        printf '%-19s %11s %8s %13s %13s %10s %12s\n' "$name" "$(median connections "$name")" "$(median open_s "$name")" \
             "$(awk -v k="$(median rss_before_kib "$name")" 'BEGIN { printf "%.1f", k / 1024 }')" \
             "$(awk -v k="$(median rss_open_kib "$name")" 'BEGIN { printf "%.1f", k / 1024 }')" \
             "$(median kib_per_connection "$name")" "$(worst closed_early "$name")"

@@ -69,11 +69,12 @@ enum HTTP {
     }
 
     static func exchange(
-        _ method: HTTPMethod, _ uri: String, json body: ByteBuffer?, host: String,
+        _ method: HTTPMethod, _ uri: String, json body: ByteBuffer?, host: String, headers: [(String, String)] = [],
         inbound: inout Inbound, outbound: Outbound
     ) async throws -> Reply {
         var head = HTTPRequestHead(version: .http1_1, method: method, uri: uri)
         head.headers.add(name: "Host", value: host)
+        head.headers.add(contentsOf: headers)
         var parts: [HTTPClientRequestPart] = []
         if let body {
             head.headers.add(name: "Content-Type", value: "application/json")
@@ -101,22 +102,37 @@ enum HTTP {
 
     /// One request on its own connection (set-up and clean-up, not the measured path).
     static func oneShot(
-        _ method: HTTPMethod, _ uri: String, json: String?, target: Target, group: any EventLoopGroup
+        _ method: HTTPMethod, _ uri: String, json: String?, headers: [(String, String)] = [], target: Target,
+        group: any EventLoopGroup
     ) async throws -> Reply {
         let connection = try await connect(target, group: group)
         let host = target.hostHeader
         return try await connection.executeThenClose { inbound, outbound in
             var iterator = inbound.makeAsyncIterator()
-            return try await exchange(method, uri, json: json.map { ByteBuffer(string: $0) }, host: host, inbound: &iterator, outbound: outbound)
+            return try await exchange(
+                method, uri, json: json.map { ByteBuffer(string: $0) }, host: host, headers: headers, inbound: &iterator, outbound: outbound
+            )
         }
     }
 }
 
 /// A string at `path` in a JSON object answer, e.g. `["run", "id"]`.
 func jsonString(_ body: ByteBuffer, _ path: String...) -> String? {
-    var value: Any? = try? JSONSerialization.jsonObject(with: Data(body.readableBytesView))
+    jsonString(in: try? JSONSerialization.jsonObject(with: Data(body.readableBytesView)), path)
+}
+
+func jsonString(in object: Any?, _ path: [String]) -> String? {
+    var value = object
     for key in path {
         value = (value as? [String: Any])?[key]
     }
     return value as? String
+}
+
+/// The path and query of an absolute http URL (`http://host:port/path?query` → `/path?query`).
+func pathAndQuery(of url: String) -> String? {
+    guard let scheme = url.range(of: "://") else { return nil }
+    let rest = url[scheme.upperBound...]
+    guard let slash = rest.firstIndex(of: "/") else { return nil }
+    return String(rest[slash...])
 }

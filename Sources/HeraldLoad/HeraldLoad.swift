@@ -12,6 +12,11 @@ struct HeraldLoad: AsyncParsableCommand {
         commandName: "herald-load",
         abstract: "Load generator for a running Herald: SSE fan-out of native delta webhooks, or idle connections.",
         discussion: """
+            Herald's /chats routes need a user token (--token; `herald token --user NAME` prints one) and its \
+            webhooks a credential: a Standard Webhooks signature (--webhook-auth signed, with the server's \
+            HERALD_WEBHOOK_SECRET as --webhook-secret or in the environment) or the run's callback token, read \
+            from the demo agent's GET /runs (--webhook-auth token --agent-url ...).
+
             Default mode: creates a thread and a run on it (a send with "[[silent]]", which the demo agent never \
             answers; give the server a large HERALD_RUN_TIMEOUT_SECONDS), opens --subscribers SSE streams on the \
             thread, then posts --webhooks native delta webhooks (POST /webhook/chat-response) from --concurrency \
@@ -28,6 +33,12 @@ struct HeraldLoad: AsyncParsableCommand {
     )
 
     @Option(help: "Herald's base URL (plain http).") var url = "http://127.0.0.1:8080"
+    @Option(help: "User token (JWT) for the /chats routes; default: $HERALD_LOAD_TOKEN.") var token: String?
+    @Option(help: "How webhooks authenticate: signed, token (the run's callback URL from the demo agent) or none.")
+    var webhookAuth: WebhookAuthMode = .signed
+    @Option(help: "With --webhook-auth signed: the whsec_ secret; default: $HERALD_WEBHOOK_SECRET.") var webhookSecret: String?
+    @Option(help: "With --webhook-auth token: the demo agent, whose GET /runs lists callback URLs.")
+    var agentURL = "http://127.0.0.1:8090"
     @Option(help: "SSE subscribers (all on one thread unless --connections-only --threads).") var subscribers = 100
     @Option(help: "Delta webhooks to post.") var webhooks = 2000
     @Option(help: "Webhooks per second; 0: as fast as --concurrency allows.") var rate: Double = 0
@@ -61,10 +72,27 @@ struct HeraldLoad: AsyncParsableCommand {
 
     func run() async throws {
         let target = try Target(url: url)
+        let environment = ProcessInfo.processInfo.environment
+        var signer: WebhookSigner?
+        var agent: Target?
+        switch webhookAuth {
+        case .signed:
+            guard let secret = webhookSecret ?? environment["HERALD_WEBHOOK_SECRET"], !secret.isEmpty else {
+                throw ValidationError("--webhook-auth signed needs --webhook-secret or HERALD_WEBHOOK_SECRET")
+            }
+            // The server takes several secrets while rotating; the first one signs, as the demo agent does.
+            let first = secret.split(whereSeparator: { $0 == "," || $0.isWhitespace }).first.map(String.init) ?? secret
+            signer = try WebhookSigner(secret: first)
+        case .token:
+            agent = try Target(url: agentURL)
+        case .none:
+            break
+        }
+        let token = self.token ?? environment["HERALD_LOAD_TOKEN"]
         let group = MultiThreadedEventLoopGroup(numberOfThreads: eventLoops)
         let passed: Result<Bool, any Error>
         do {
-            let context = LoadContext(options: self, target: target, group: group)
+            let context = LoadContext(options: self, target: target, token: token, signer: signer, agent: agent, group: group)
             passed = .success(try await connectionsOnly ? context.connections() : context.deltas())
         } catch {
             passed = .failure(error)
@@ -96,9 +124,21 @@ struct LoadContext: Sendable {
     let label: String
     let keepThreads: Bool
     let target: Target
+    /// `Authorization: Bearer …` for every /chats request, streams included.
+    let userHeaders: [(String, String)]
+    let webhookAuth: WebhookAuthMode
+    let signer: WebhookSigner?
+    let agent: Target?
     let group: MultiThreadedEventLoopGroup
 
-    init(options: HeraldLoad, target: Target, group: MultiThreadedEventLoopGroup) {
+    init(
+        options: HeraldLoad, target: Target, token: String?, signer: WebhookSigner?, agent: Target?,
+        group: MultiThreadedEventLoopGroup
+    ) {
+        userHeaders = token.map { [("Authorization", "Bearer \($0)")] } ?? []
+        webhookAuth = options.webhookAuth
+        self.signer = signer
+        self.agent = agent
         subscribers = options.subscribers
         webhooks = options.webhooks
         rate = options.rate
@@ -123,7 +163,9 @@ struct LoadContext: Sendable {
     // MARK: Set-up
 
     private func createThread() async throws -> String {
-        let reply = try await HTTP.oneShot(.POST, "/chats", json: #"{"title":"herald-load"}"#, target: target, group: group)
+        let reply = try await HTTP.oneShot(
+            .POST, "/chats", json: #"{"title":"herald-load"}"#, headers: userHeaders, target: target, group: group
+        )
         guard reply.status == .created, let id = jsonString(reply.body, "id") else {
             throw LoadError("POST /chats answered \(reply.status.code): \(reply.text)")
         }
@@ -133,7 +175,8 @@ struct LoadContext: Sendable {
     /// A run that stays open: the demo agent never answers `[[silent]]`.
     private func startRun(on thread: String) async throws -> String {
         let reply = try await HTTP.oneShot(
-            .POST, "/chats/\(thread)/send", json: #"{"content":"[[silent]] load"}"#, target: target, group: group
+            .POST, "/chats/\(thread)/send", json: #"{"content":"[[silent]] load"}"#, headers: userHeaders, target: target,
+            group: group
         )
         guard reply.status == .accepted, let id = jsonString(reply.body, "run", "id") else {
             throw LoadError("POST /chats/\(thread)/send answered \(reply.status.code): \(reply.text)")
@@ -145,7 +188,7 @@ struct LoadContext: Sendable {
         guard !keepThreads else { return }
         for id in ids {
             do {
-                let reply = try await HTTP.oneShot(.DELETE, "/chats/\(id)", json: nil, target: target, group: group)
+                let reply = try await HTTP.oneShot(.DELETE, "/chats/\(id)", json: nil, headers: userHeaders, target: target, group: group)
                 if reply.status != .noContent { log("DELETE /chats/\(id) answered \(reply.status.code)") }
             } catch {
                 log("DELETE /chats/\(id) failed: \(error)")
@@ -163,10 +206,12 @@ struct LoadContext: Sendable {
             let batch = await withTaskGroup(of: Result<Subscriber, any Error>.self) { tasks in
                 for index in range {
                     let thread = threads[index % threads.count]
-                    tasks.addTask { [target, group] in
+                    tasks.addTask { [target, userHeaders, group] in
                         do {
                             return .success(
-                                try await Subscriber.open(target, thread: thread, expected: expected, progress: progress, group: group)
+                                try await Subscriber.open(
+                                    target, thread: thread, headers: userHeaders, expected: expected, progress: progress, group: group
+                                )
                             )
                         } catch {
                             return .failure(error)
@@ -209,6 +254,14 @@ struct LoadContext: Sendable {
 
     private func deltas(thread: String) async throws -> Bool {
         let runID = try await startRun(on: thread)
+        let webhook: WebhookTarget
+        switch webhookAuth {
+        case .signed, .none:
+            webhook = WebhookTarget(uri: "/webhook/chat-response", signer: signer)
+        case .token:
+            guard let agent else { throw LoadError("--webhook-auth token needs --agent-url") }
+            webhook = WebhookTarget(uri: try await WebhookTarget.callbackURI(agent: agent, thread: thread, group: group), signer: nil)
+        }
         let rssStart = pid.flatMap(ProcessProbe.rssKiB)
 
         let progress = Progress()
@@ -232,7 +285,9 @@ struct LoadContext: Sendable {
         let sent = try await withThrowingTaskGroup(of: SenderReport.self) { tasks in
             for connection in senders {
                 tasks.addTask {
-                    try await Sender.run(on: connection, schedule: schedule, runID: runID, padding: padding, host: host)
+                    try await Sender.run(
+                        on: connection, schedule: schedule, runID: runID, padding: padding, host: host, webhook: webhook
+                    )
                 }
             }
             var total = SenderReport()
@@ -297,7 +352,7 @@ struct LoadContext: Sendable {
         report.line(
             "scenario: \(streams.count) subscriber(s) on one thread, \(webhooks) delta webhooks, "
                 + "\(rate > 0 ? String(format: "%.0f/s", rate) : "max rate"), concurrency \(concurrency), "
-                + "payload \(payloadBytes) B"
+                + "payload \(payloadBytes) B, webhooks \(webhookAuth.rawValue)"
         )
         report.line(
             String(
@@ -337,6 +392,8 @@ struct LoadContext: Sendable {
         report.field("webhooks", webhooks)
         report.field("rate", rate, decimals: 0)
         report.field("concurrency", concurrency)
+        report.field("payload", payloadBytes)
+        report.field("auth", webhookAuth.rawValue)
         report.field("accepted", acceptedCount)
         report.field("not_accepted", sent.duplicate + sent.ignored + failedCount)
         report.field("webhooks_per_s", webhooksPerSecond, decimals: 0)

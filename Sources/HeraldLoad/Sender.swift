@@ -52,7 +52,8 @@ struct SenderReport: Sendable {
 /// One keep-alive connection posting native delta webhooks, one at a time, until the schedule runs out.
 enum Sender {
     static func run(
-        on connection: HTTP.Connection, schedule: Schedule, runID: String, padding: String, host: String
+        on connection: HTTP.Connection, schedule: Schedule, runID: String, padding: String, host: String,
+        webhook: WebhookTarget
     ) async throws -> SenderReport {
         try await connection.executeThenClose { inbound, outbound in
             var iterator = inbound.makeAsyncIterator()
@@ -65,7 +66,10 @@ enum Sender {
                 let body = ByteBuffer(
                     string: #"{"run_id":"\#(runID)","event":"delta","index":\#(index),"delta":"\#(index):\#(sent):\#(padding)"}"#
                 )
-                let reply = try await HTTP.exchange(.POST, "/webhook/chat-response", json: body, host: host, inbound: &iterator, outbound: outbound)
+                let headers = webhook.signer?.headers(index: index, body: body) ?? []
+                let reply = try await HTTP.exchange(
+                    .POST, webhook.uri, json: body, host: host, headers: headers, inbound: &iterator, outbound: outbound
+                )
                 let received = Now.nanos()
                 report.roundTrips.append(Int64(bitPattern: received &- sent))
                 report.lastResponse = received

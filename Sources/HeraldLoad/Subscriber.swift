@@ -37,8 +37,8 @@ struct Subscriber: Sendable {
     let connected: EventLoopPromise<Void>
 
     static func open(
-        _ target: Target, thread: String, expected: Int, progress: Progress, group: any EventLoopGroup,
-        timeout: TimeAmount = .seconds(15)
+        _ target: Target, thread: String, headers: [(String, String)], expected: Int, progress: Progress,
+        group: any EventLoopGroup, timeout: TimeAmount = .seconds(15)
     ) async throws -> Subscriber {
         let uri = "/chats/sse/\(thread)"
         let host = target.hostHeader
@@ -50,7 +50,9 @@ struct Subscriber: Sendable {
                     let connected = channel.eventLoop.makePromise(of: Void.self)
                     try channel.pipeline.syncOperations.addHTTPClientHandlers()
                     try channel.pipeline.syncOperations.addHandler(
-                        SSESubscriberHandler(uri: uri, host: host, expected: expected, progress: progress, connected: connected)
+                        SSESubscriberHandler(
+                            uri: uri, host: host, headers: headers, expected: expected, progress: progress, connected: connected
+                        )
                     )
                     return Subscriber(channel: channel, connected: connected)
                 }
@@ -91,6 +93,7 @@ final class SSESubscriberHandler: ChannelInboundHandler {
 
     private let uri: String
     private let host: String
+    private let headers: [(String, String)]
     private let expected: Int
     private let progress: Progress
     private let connected: EventLoopPromise<Void>
@@ -108,9 +111,13 @@ final class SSESubscriberHandler: ChannelInboundHandler {
     private var pending = ByteBuffer()
     private var inDeltaFrame = false
 
-    init(uri: String, host: String, expected: Int, progress: Progress, connected: EventLoopPromise<Void>) {
+    init(
+        uri: String, host: String, headers: [(String, String)], expected: Int, progress: Progress,
+        connected: EventLoopPromise<Void>
+    ) {
         self.uri = uri
         self.host = host
+        self.headers = headers
         self.expected = expected
         self.progress = progress
         self.connected = connected
@@ -122,6 +129,7 @@ final class SSESubscriberHandler: ChannelInboundHandler {
         var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: uri)
         head.headers.add(name: "Host", value: host)
         head.headers.add(name: "Accept", value: "text/event-stream")
+        head.headers.add(contentsOf: headers)
         context.write(wrapOutboundOut(.head(head)), promise: nil)
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         context.fireChannelActive()
