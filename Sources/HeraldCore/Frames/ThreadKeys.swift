@@ -12,10 +12,4 @@ public struct ThreadKeys: Sendable {
     public func channel(_ thread: UUID) -> String { prefix + thread.text }
     public func log(_ thread: UUID) -> String { prefix + thread.text + ":log" }
     public func deltaIndexes(_ thread: UUID, run: UUID) -> String { prefix + thread.text + ":deltas:" + run.text }
-
-    /// The thread a channel name belongs to, for frames arriving on the subscriber connection.
-    public func thread(ofChannel channel: String) -> UUID? {
-        guard channel.hasPrefix(prefix) else { return nil }
-        return UUID(uuidString: String(channel.dropFirst(prefix.count)))
-    }
 }

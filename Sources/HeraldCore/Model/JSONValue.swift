@@ -55,9 +55,4 @@ public enum JSONValue: Sendable, Hashable, Codable {
         default: false
         }
     }
-
-    public var isObject: Bool {
-        if case .object = self { return true }
-        return false
-    }
 }
