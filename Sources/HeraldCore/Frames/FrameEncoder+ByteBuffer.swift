@@ -15,7 +15,8 @@ extension FrameEncoder {
     /// The stream id of a complete frame: the value of its first line when that line is `id: …`.
     public static func frameID(of frame: ByteBuffer) -> StreamID? {
         frame.withUnsafeReadableBytes { bytes -> StreamID? in
-            let prefix: [UInt8] = Array("id: ".utf8)
+            // Runs once per subscriber per frame: no allocation on this path.
+            let prefix = "id: ".utf8
             guard bytes.count > prefix.count, bytes.starts(with: prefix) else { return nil }
             guard let newline = bytes[prefix.count...].firstIndex(of: UInt8(ascii: "\n")) else { return nil }
             return StreamID(bytes: bytes[prefix.count..<newline])

@@ -17,24 +17,27 @@ public struct StreamID: Sendable, Hashable, Comparable, CustomStringConvertible 
 
     init?(bytes: some Collection<UInt8>) {
         guard !bytes.isEmpty, bytes.count <= 41 else { return nil }
-        var parts: [UInt64] = [0]
+        var milliseconds: UInt64 = 0
+        var sequence: UInt64 = 0
+        var inSequence = false
         var digits = 0
         for byte in bytes {
             if byte == UInt8(ascii: "-") {
-                guard digits > 0, parts.count == 1 else { return nil }
-                parts.append(0)
+                guard digits > 0, !inSequence else { return nil }
+                inSequence = true
                 digits = 0
                 continue
             }
             guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { return nil }
-            let (times10, overflow1) = parts[parts.count - 1].multipliedReportingOverflow(by: 10)
+            let current = inSequence ? sequence : milliseconds
+            let (times10, overflow1) = current.multipliedReportingOverflow(by: 10)
             let (sum, overflow2) = times10.addingReportingOverflow(UInt64(byte - UInt8(ascii: "0")))
             guard !overflow1, !overflow2 else { return nil }
-            parts[parts.count - 1] = sum
+            if inSequence { sequence = sum } else { milliseconds = sum }
             digits += 1
         }
         guard digits > 0 else { return nil }
-        self.init(milliseconds: parts[0], sequence: parts.count == 2 ? parts[1] : 0)
+        self.init(milliseconds: milliseconds, sequence: sequence)
     }
 
     public var description: String { "\(milliseconds)-\(sequence)" }
