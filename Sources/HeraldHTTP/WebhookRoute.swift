@@ -40,9 +40,6 @@ struct WebhookRoute {
         }
         let body = try await RequestBody.bytes(of: request, limit: configuration.maxBodyBytes)
         let credential = try await authenticate(request, body: body, runIDFromURL: runIDFromURL)
-        if case .signed(let deliveryID) = credential, try await store.deliverySeen(deliveryID) {
-            return try respond(.duplicate)
-        }
         guard !JSONDepth.exceeds(body.readableBytesView, limit: configuration.maxJSONDepth) else {
             throw APIError.invalid("JSON nesting deeper than \(configuration.maxJSONDepth) levels")
         }
@@ -50,8 +47,15 @@ struct WebhookRoute {
         if case .callbackToken(_, let thread) = credential, let claimed = event.reference.threadID, claimed != thread {
             throw APIError.unauthorized("the callback token is not valid for this thread")
         }
+        // A delta with an index is idempotent by (run, index) in Redis already; recording its delivery id too
+        // would cost a PostgreSQL write per token.
+        var deliveryID: String?
+        if case .signed(let id) = credential, !event.isIndexedDelta {
+            if try await store.deliverySeen(id) { return try respond(.duplicate) }
+            deliveryID = id
+        }
         let outcome = try await coordinator.handle(event)
-        if case .signed(let deliveryID) = credential {
+        if let deliveryID {
             try await store.recordDelivery(deliveryID)
         }
         return try respond(outcome)
@@ -90,6 +94,11 @@ struct WebhookRoute {
 }
 
 extension WebhookEvent {
+    var isIndexedDelta: Bool {
+        if case .delta(_, .some, _) = self { return true }
+        return false
+    }
+
     var reference: RunReference {
         switch self {
         case .final(let reference, _, _, _), .delta(let reference, _, _), .status(let reference, _): reference
