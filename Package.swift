@@ -170,6 +170,7 @@ let package = Package(
             dependencies: [
                 "HeraldTestSupport", "HeraldCore", "RedisClient", "PostgresClient", "CurlClient",
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -66,15 +66,18 @@ struct WebhookRoute {
         return try JSONResponse.make(.ok, Outcome(status: outcome.rawValue))
     }
 
+    /// The Standard Webhooks headers.
+    private static let webhookID = HTTPField.Name("webhook-id")!
+    private static let webhookTimestamp = HTTPField.Name("webhook-timestamp")!
+    private static let webhookSignature = HTTPField.Name("webhook-signature")!
+
     private func authenticate(_ request: Request, body: ByteBuffer, runIDFromURL: UUID?) async throws -> Credential {
-        let signature = request.headers[HTTPField.Name("webhook-signature")!]
-        if signature != nil || request.headers[HTTPField.Name("webhook-id")!] != nil {
+        let id = request.headers[Self.webhookID], signature = request.headers[Self.webhookSignature]
+        if id != nil || signature != nil {
             guard let signatures else { throw APIError.unauthorized("signed webhooks are not configured") }
-            let id = request.headers[HTTPField.Name("webhook-id")!]
             do {
                 try signatures.verify(
-                    id: id, timestamp: request.headers[HTTPField.Name("webhook-timestamp")!], signature: signature,
-                    body: body.readableBytesView
+                    id: id, timestamp: request.headers[Self.webhookTimestamp], signature: signature, body: body.readableBytesView
                 )
             } catch {
                 Counter(label: "herald_webhook_auth_failures_total", dimensions: [("reason", "\(error)")]).increment()

@@ -2,7 +2,7 @@ import Foundation
 import HeraldTestSupport
 import Testing
 
-@Suite("bad input gets a 4xx JSON error and changes nothing", .serialized)
+@Suite("bad input gets a 4xx JSON error and changes nothing", .serialized, .timeLimit(.minutes(3)))
 struct BadInputTests {
     struct Case: Sendable, CustomStringConvertible {
         let name: String

@@ -2,7 +2,7 @@ import Foundation
 import HeraldTestSupport
 import Testing
 
-@Suite("send → agent → webhook → Redis → SSE", .serialized)
+@Suite("send → agent → webhook → Redis → SSE", .serialized, .timeLimit(.minutes(3)))
 struct EndToEndTests {
     @Test("a send shows up on the stream: user message, statuses, deltas, assistant message")
     func fullLoop() async throws {

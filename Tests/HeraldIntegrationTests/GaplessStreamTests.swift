@@ -5,7 +5,7 @@ import Testing
 /// Gapless streams: Last-Event-ID resume, token deltas, slow consumers, Redis outages. Real Redis, PostgreSQL,
 /// demo agent and Herald processes. Runs whose content has `[[silent]]` are never answered by the demo agent,
 /// so the tests post the deltas and results themselves.
-@Suite("gapless streams: resume, deltas, slow consumers, outages", .serialized)
+@Suite("gapless streams: resume, deltas, slow consumers, outages", .serialized, .timeLimit(.minutes(3)))
 struct GaplessStreamTests {
     /// Sends a silent message on a live stream and waits for its three frames (user message, queued, running).
     private func silentRun(_ api: API, _ thread: String, on stream: SSEStream, content: String) async throws -> (message: String, run: String, assistantMessage: String) {
@@ -346,7 +346,7 @@ struct GaplessStreamTests {
     }
 }
 
-@Suite("PostgreSQL outage")
+@Suite("PostgreSQL outage", .timeLimit(.minutes(3)))
 struct PostgresOutageTests {
     @Test("PostgreSQL unreachable: sends, webhooks and new streams get 503, nothing is published, readiness says why")
     func postgresDown() async throws {

@@ -2,7 +2,7 @@ import Foundation
 import HeraldTestSupport
 import Testing
 
-@Suite("hostile input: a 4xx each, the process stays up, stored data unchanged", .serialized)
+@Suite("hostile input: a 4xx each, the process stays up, stored data unchanged", .serialized, .timeLimit(.minutes(3)))
 struct HostileInputTests {
     struct Case: Sendable {
         let name: String

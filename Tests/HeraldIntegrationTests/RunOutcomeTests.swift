@@ -1,8 +1,10 @@
 import Foundation
 import HeraldTestSupport
+import Logging
+import PostgresClient
 import Testing
 
-@Suite("run outcomes and webhooks", .serialized)
+@Suite("run outcomes and webhooks", .serialized, .timeLimit(.minutes(3)))
 struct RunOutcomeTests {
     /// The captured LangGraph success payload, pointed at one of our runs.
     func langGraphSuccess(thread: String, reply: String) throws -> [UInt8] {
@@ -102,6 +104,40 @@ struct RunOutcomeTests {
             #expect(events[3].type == "error")
             #expect((events[3].object["error"] as? [String: Any])?["message"] as? String == "the graph was asked to fail")
             #expect(events[4].object["status"] as? String == "failed")
+        }
+    }
+}
+
+@Suite("outbox recovery", .timeLimit(.minutes(3)))
+struct OutboxRecoveryTests {
+    @Test("a final run whose publisher died after claiming it is published by the sweeper once the claim expires")
+    func abandonedClaim() async throws {
+        try await withStack { stack in
+            let api = stack.api()
+            let thread = try await api.createThread()
+            let stream = try await api.openStream(thread)
+            try await stream.waitForComment(containing: "connected")
+            let sent = try await api.send(thread, "[[silent]] the node will die")
+            _ = try await stream.waitForEvents(count: 3)
+            // What a node leaves behind when it dies between claiming the publication and publishing:
+            // a final run, not published, with a claim a minute old.
+            let pool = PostgresPool(configuration: .init(connectionString: stack.databaseURL, poolSize: 1), logger: Logger(label: "test"))
+            let updated = try await pool.query(
+                """
+                UPDATE runs SET status = 'failed', error_code = 'engine_crashed', error_message = 'gone',
+                    publish_claimed_at = clock_timestamp() - interval '1 minute', updated_at = clock_timestamp() - interval '1 minute'
+                WHERE id = $1::uuid
+                """,
+                [sent.run]
+            )
+            await pool.shutdown()
+            #expect(updated.affectedRows == 1)
+            let events = try await stream.waitForEvents(count: 5, timeout: .seconds(10))
+            #expect(events[3].type == "error")
+            #expect((events[3].object["error"] as? [String: Any])?["code"] as? String == "engine_crashed")
+            #expect(events[4].object["status"] as? String == "failed")
+            try await Task.sleep(for: .seconds(2))
+            #expect(stream.events.count == 5, "published once")
         }
     }
 }

@@ -3,7 +3,7 @@ import HeraldCore
 import HeraldTestSupport
 import Testing
 
-@Suite("security: users, engines, browsers, limits", .serialized)
+@Suite("security: users, engines, browsers, limits", .serialized, .timeLimit(.minutes(3)))
 struct SecurityTests {
     @Test("auth matrix: every /chats route × no token, expired, bad signature, alg none, other user, right token")
     func authMatrix() async throws {

@@ -2,7 +2,7 @@ import Foundation
 import HeraldTestSupport
 import Testing
 
-@Suite("stream lifecycle", .serialized)
+@Suite("stream lifecycle", .serialized, .timeLimit(.minutes(3)))
 struct StreamLifecycleTests {
     @Test("an idle stream gets heartbeats")
     func heartbeat() async throws {

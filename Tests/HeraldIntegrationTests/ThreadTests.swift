@@ -2,7 +2,7 @@ import Foundation
 import HeraldTestSupport
 import Testing
 
-@Suite("threads and messages over REST", .serialized)
+@Suite("threads and messages over REST", .serialized, .timeLimit(.minutes(3)))
 struct ThreadTests {
     @Test("threads list newest first with a cursor; a thread comes with its messages; messages page with after/limit")
     func pagination() async throws {

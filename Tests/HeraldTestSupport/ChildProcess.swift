@@ -275,7 +275,11 @@ private func killGroup(_ pid: Int32) {
 }
 
 /// Pids of children still running, SIGKILLed by an atexit handler; watchdog `Process`es kept alive.
-private enum ChildRegistry {
+/// Every child process the test support starts is spawned through `spawnLocked`: Foundation's `Process`
+/// leaves the descriptors of a spawn in progress (its exit-notification socket, pipes) inheritable, and a
+/// second spawn at that moment would carry them into an unrelated, long-lived child, after which the first
+/// child's exit is never noticed (its `waitUntilExit` hangs, it stays a zombie).
+enum ChildRegistry {
     /// `nonisolated(unsafe)`: only touched while holding `lock`.
     nonisolated(unsafe) private static var pids: Set<Int32> = []
     nonisolated(unsafe) private static var watchdogs: [Process] = []
@@ -288,14 +292,14 @@ private enum ChildRegistry {
     /// calling thread: posix_spawn gives the child the calling thread's signal mask, Foundation does not
     /// reset it, and Swift concurrency's pool threads block SIGTERM, SIGINT and most others, which would
     /// leave the child deaf to `signal(SIGTERM)`.
-    static func spawnLocked(_ body: () throws -> Void) throws {
+    static func spawnLocked<Result>(_ body: () throws -> Result) throws -> Result {
         try spawnLock.withLock {
             var none = sigset_t()
             var previous = sigset_t()
             sigemptyset(&none)
             pthread_sigmask(SIG_SETMASK, &none, &previous)
             defer { pthread_sigmask(SIG_SETMASK, &previous, nil) }
-            try body()
+            return try body()
         }
     }
 

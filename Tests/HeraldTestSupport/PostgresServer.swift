@@ -184,7 +184,7 @@ public final class PostgresServer: Sendable {
             let process = Process()
             process.executableURL = URL(fileURLWithPath: useradd)
             process.arguments = ["--system", "--user-group", "--no-create-home", "postgres"]
-            try process.run()
+            try ChildRegistry.spawnLocked { try process.run() }
             process.waitUntilExit()
             guard let account = lookUp("postgres") else {
                 throw Failure.commandFailed("useradd postgres", output: "status \(process.terminationStatus)")
@@ -246,7 +246,7 @@ public final class PostgresServer: Sendable {
                 continuation.resume(returning: process.terminationStatus)
             }
             do {
-                try process.run()
+                try ChildRegistry.spawnLocked { try process.run() }
             } catch {
                 process.terminationHandler = nil
                 continuation.resume(throwing: error)
@@ -275,7 +275,7 @@ public final class PostgresServer: Sendable {
                 let argv = arguments.map { strdup($0) } + [nil]
                 defer { argv.forEach { free($0) } }
                 var pid = pid_t()
-                let result = posix_spawn(&pid, arguments[0], &actions, nil, argv, environ)
+                let result = (try? ChildRegistry.spawnLocked { posix_spawn(&pid, arguments[0], &actions, nil, argv, environ) }) ?? EAGAIN
                 guard result == 0 else {
                     continuation.resume(
                         throwing: Failure.commandFailed(arguments[0], output: String(cString: strerror(result)))

@@ -162,12 +162,7 @@ public final class RedisServer: @unchecked Sendable {
     /// redis-server ignore `stop()`.
     private static func spawn(_ process: Process) async throws {
         try await NIOThreadPool.singleton.runIfActive {
-            var none = sigset_t()
-            var saved = sigset_t()
-            sigemptyset(&none)
-            pthread_sigmask(SIG_SETMASK, &none, &saved)
-            defer { pthread_sigmask(SIG_SETMASK, &saved, nil) }
-            try process.run()
+            try ChildRegistry.spawnLocked { try process.run() }
         }
     }
 
@@ -177,11 +172,15 @@ public final class RedisServer: @unchecked Sendable {
             let process = Process()
             process.executableURL = executable
             process.arguments = ["-p", String(port)] + args
-            let output = Pipe()
             process.standardInput = FileHandle.nullDevice
-            process.standardOutput = output
             process.standardError = FileHandle.nullDevice
-            try process.run()
+            // The pipe is made inside the spawn lock too, so no other child can inherit its write end.
+            let output = try ChildRegistry.spawnLocked { () throws -> Pipe in
+                let output = Pipe()
+                process.standardOutput = output
+                try process.run()
+                return output
+            }
             let data = output.fileHandleForReading.readDataToEndOfFile()
             process.waitUntilExit()
             var text = String(decoding: data, as: UTF8.self)

@@ -44,7 +44,7 @@ private func postgresError(_ body: () async throws -> Void) async -> PostgresErr
     }
 }
 
-@Suite struct PostgresPoolTests {
+@Suite(.timeLimit(.minutes(2))) struct PostgresPoolTests {
     @Test func parametersAreDataAndResultsAreText() async throws {
         try await withPool { pool, _ in
             let hostile = "'); DROP TABLE notes; -- \\ $1 \" ;"

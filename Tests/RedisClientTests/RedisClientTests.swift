@@ -3,7 +3,7 @@ import NIOCore
 import RedisClient
 import Testing
 
-@Suite struct RedisClientTests {
+@Suite(.timeLimit(.minutes(2))) struct RedisClientTests {
     @Test func sharesOnePipelinedConnection() async throws {
         let server = try await RedisServer.start()
         let client = RedisClient(

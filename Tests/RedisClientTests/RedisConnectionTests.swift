@@ -3,7 +3,7 @@ import NIOCore
 import RedisClient
 import Testing
 
-@Suite struct RedisConnectionTests {
+@Suite(.timeLimit(.minutes(2))) struct RedisConnectionTests {
     @Test func binaryRoundTrip() async throws {
         let server = try await RedisServer.start()
         let connection = try await RedisConnection.connect(

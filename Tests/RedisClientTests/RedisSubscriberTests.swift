@@ -35,7 +35,7 @@ private struct Harness {
     }
 }
 
-@Suite struct RedisSubscriberTests {
+@Suite(.timeLimit(.minutes(2))) struct RedisSubscriberTests {
     @Test func receivesMessagesUntilUnsubscribed() async throws {
         let server = try await RedisServer.start()
         let client = RedisClient(configuration: RedisConfiguration(port: server.port), logger: testLogger)

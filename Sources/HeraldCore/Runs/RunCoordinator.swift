@@ -151,7 +151,8 @@ public final class RunCoordinator: Sendable {
         return outcome
     }
 
-    /// Publishes a final run's frames if nobody has yet; gives the claim back if Redis is unavailable.
+    /// Publishes a final run's frames if nobody has yet; gives the claim back if Redis is unavailable. A node that
+    /// dies in between leaves a claim that expires, so the sweeper publishes the run after all.
     func publishFinal(_ run: ChatRun, message: ChatMessage?) async throws {
         guard try await store.claimPublication(run: run.id) else { return }
         var events: [StreamEvent] = []
@@ -168,6 +169,7 @@ public final class RunCoordinator: Sendable {
             try? await store.releasePublication(run: run.id)
             throw error
         }
+        try await store.markPublished(run: run.id)
     }
 
     // MARK: Threads

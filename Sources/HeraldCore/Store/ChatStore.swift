@@ -203,17 +203,30 @@ public struct ChatStore: Sendable {
             .rows.first.map(SQL.message)
     }
 
-    /// Claims the right to publish a final run's frames: true for exactly one caller until `releasePublication`.
+    /// How long a claim to publish holds before someone else may take over (publishing takes milliseconds).
+    static let publicationLeaseSeconds = 30
+
+    /// Claims the right to publish a final run's frames: true for one caller at a time, until it calls
+    /// `markPublished` or `releasePublication`, or its lease runs out.
     public func claimPublication(run: UUID) async throws -> Bool {
         try await pool.query(
-            "UPDATE runs SET final_published = true WHERE id = $1::uuid AND NOT final_published AND status IN ('completed', 'failed', 'timed_out')",
-            [run.text]
+            """
+            UPDATE runs SET publish_claimed_at = clock_timestamp()
+            WHERE id = $1::uuid AND NOT final_published AND status IN ('completed', 'failed', 'timed_out')
+              AND (publish_claimed_at IS NULL OR publish_claimed_at < clock_timestamp() - make_interval(secs => $2::int))
+            """,
+            [run.text, String(Self.publicationLeaseSeconds)]
         ).affectedRows > 0
+    }
+
+    /// The final frames are on the stream: the run takes no more results.
+    public func markPublished(run: UUID) async throws {
+        _ = try await pool.query("UPDATE runs SET final_published = true WHERE id = $1::uuid", [run.text])
     }
 
     /// Gives a claim back after publishing failed, so a retry (or the sweeper) publishes later.
     public func releasePublication(run: UUID) async throws {
-        _ = try await pool.query("UPDATE runs SET final_published = false WHERE id = $1::uuid", [run.text])
+        _ = try await pool.query("UPDATE runs SET publish_claimed_at = NULL WHERE id = $1::uuid", [run.text])
     }
 
     /// Open runs past their deadline become `timed_out`; returns them (each once across all nodes).

@@ -55,5 +55,10 @@ enum Migrations {
         );
         CREATE INDEX webhook_deliveries_age ON webhook_deliveries (received_at);
         """),
+        (3, """
+        -- The final frames' publication is claimed for a while, not for ever: a node that dies between
+        -- claiming and publishing leaves a claim that expires, and the sweeper publishes the run.
+        ALTER TABLE runs ADD COLUMN publish_claimed_at timestamptz;
+        """),
     ]
 }

@@ -6,13 +6,14 @@ import Testing
 /// database. Redis is quick: each stack gets its own server, so tests can count its clients or restart it.
 actor SharedPostgres {
     static let shared = SharedPostgres()
-    private var server: PostgresServer?
+    /// One start for everyone: suites ask concurrently, and the actor is reentrant across the `await`.
+    private var starting: Task<PostgresServer, any Error>?
 
     func server() async throws -> PostgresServer {
-        if let server { return server }
-        let started = try await PostgresServer.start()
-        server = started
-        return started
+        if let starting { return try await starting.value }
+        let task = Task { try await PostgresServer.start() }
+        starting = task
+        return try await task.value
     }
 }
 
