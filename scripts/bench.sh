@@ -24,6 +24,8 @@ cd "$ROOT"
 
 say() { echo "bench: $*" >&2; }
 die() { say "$*"; exit 1; }
+# shellcheck source=scripts/lib/processes.sh
+source "$ROOT/scripts/lib/processes.sh"
 
 RUNS=${RUNS:-3}
 BENCH_PORT=${BENCH_PORT:-18080}
@@ -61,7 +63,6 @@ for entry in "${SCENARIOS[@]}"; do
 done
 ((${#selected[@]})) || die "BENCH_SCENARIOS matches none of: $(printf '%s ' "${SCENARIOS[@]%%|*}")"
 
-listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 listening "$BENCH_PORT" && die "port $BENCH_PORT is in use; set BENCH_PORT"
 listening "$BENCH_AGENT_PORT" && die "port $BENCH_AGENT_PORT is in use; set BENCH_AGENT_PORT"
 
@@ -106,18 +107,6 @@ export HERALD_LOAD_TOKEN
 
 AGENT_PID=
 HERALD_PID=
-# shellcheck disable=SC2317 # called from the EXIT trap
-stop_pid() { # SIGTERM, then SIGKILL after 10 s; reaps it
-    local pid=$1 i
-    [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
 # shellcheck disable=SC2317 # the EXIT trap
 cleanup() {
     trap - EXIT INT TERM
@@ -132,15 +121,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-wait_healthy() { # NAME URL PID LOG: until URL answers 200 (at most 60 s), or the process dies
-    local name=$1 url=$2 pid=$3 log=$4 i
-    for ((i = 0; i < 300; i++)); do
-        curl -fsS -o /dev/null --max-time 2 "$url" 2>/dev/null && return 0
-        kill -0 "$pid" 2>/dev/null || { tail -n 30 "$log" >&2; die "$name exited; see $log"; }
-        sleep 0.2
-    done
-    die "$name did not answer $url within 60 s; see $log"
-}
 
 "$HERALD" demo-agent --host 127.0.0.1 --port "$BENCH_AGENT_PORT" >"$OUT/demo-agent.log" 2>&1 &
 AGENT_PID=$!

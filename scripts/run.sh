@@ -24,6 +24,8 @@ cd "$ROOT"
 
 say() { echo "run: $*" >&2; }
 die() { say "$*"; exit 1; }
+# shellcheck source=scripts/lib/processes.sh
+source "$ROOT/scripts/lib/processes.sh"
 
 # Debug by default, not release: a release build of this package (SwiftNIO,
 # Hummingbird, with whole-module optimisation) takes several times longer on a
@@ -46,7 +48,6 @@ if [[ ${HERALD_SKIP_BUILD:-0} != 1 && -z ${HERALD_BIN:-} ]]; then
 fi
 [[ -x $BIN ]] || die "no herald binary at $BIN: build it with 'swift build -c $CONFIG --product herald' (or unset HERALD_SKIP_BUILD)"
 
-listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 listening "$DEMO_AGENT_PORT" && die "port $DEMO_AGENT_PORT is in use (a demo agent left from an earlier run?); free it or set DEMO_AGENT_PORT"
 listening "$HERALD_PORT" && die "port $HERALD_PORT is in use; free it or set HERALD_PORT"
 
@@ -64,18 +65,6 @@ say "applying migrations"
 
 DEMO_PID=
 HERALD_PID=
-# shellcheck disable=SC2317 # called from the EXIT trap
-stop_pid() { # SIGTERM, then SIGKILL after 10 s; reaps it
-    local pid=$1 i
-    [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
 # shellcheck disable=SC2317 # the EXIT trap
 cleanup() {
     trap - EXIT INT TERM
@@ -89,18 +78,6 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # wait_healthy NAME URL PID LOG: until URL answers 200, or the process dies.
-wait_healthy() {
-    local name=$1 url=$2 pid=$3 log=$4 i
-    for ((i = 0; i < 300; i++)); do
-        curl -fsS -o /dev/null --max-time 2 "$url" 2>/dev/null && return 0
-        if ! kill -0 "$pid" 2>/dev/null || [[ $(ps -o stat= -p "$pid" 2>/dev/null) == Z* ]]; then
-            [[ -n $log ]] && tail -n 30 "$log" >&2
-            die "$name exited before answering $url${log:+; see $log}"
-        fi
-        sleep 0.2
-    done
-    die "$name did not answer $url within 60 s${log:+; see $log}"
-}
 
 # Local development credentials: without HERALD_JWT_SECRET Herald runs in its loudly announced
 # insecure development mode (tokens signed with a published secret); the demo agent signs its

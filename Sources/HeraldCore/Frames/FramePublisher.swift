@@ -10,6 +10,19 @@ public struct DependencyUnavailable: Error, CustomStringConvertible {
     public var description: String { "\(dependency) unavailable: \(underlying)" }
 }
 
+extension RedisClient {
+    /// Runs a script for a request in progress: any failure means Redis is unavailable to it (503, retry).
+    func evalForRequest(
+        _ script: RedisScript, keys: [String], arguments: [RedisArgument]
+    ) async throws(DependencyUnavailable) -> RESPValue {
+        do {
+            return try await eval(script, keys: keys, arguments: arguments)
+        } catch {
+            throw DependencyUnavailable(dependency: "redis", underlying: "\(error)")
+        }
+    }
+}
+
 /// Publishes frames with one atomic script per call: each body is appended to the thread's capped log
 /// (`XADD MAXLEN ~`), whose entry id becomes the frame's `id:`, and the complete frame is `PUBLISH`ed.
 /// The log's TTL is refreshed by the same script.
@@ -95,10 +108,6 @@ public struct FramePublisher: Sendable {
     private func run(
         _ script: RedisScript, thread: UUID, extraKeys: [String], arguments: [RedisArgument]
     ) async throws(DependencyUnavailable) -> RESPValue {
-        do {
-            return try await redis.eval(script, keys: [keys.channel(thread), keys.log(thread)] + extraKeys, arguments: arguments)
-        } catch {
-            throw DependencyUnavailable(dependency: "redis", underlying: "\(error)")
-        }
+        try await redis.evalForRequest(script, keys: [keys.channel(thread), keys.log(thread)] + extraKeys, arguments: arguments)
     }
 }

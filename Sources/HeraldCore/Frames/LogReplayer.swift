@@ -60,16 +60,11 @@ public struct LogReplayer: Sendable {
     }
 
     public func frames(of thread: UUID, after seen: StreamID, seenByClient: Bool) async throws(DependencyUnavailable) -> Outcome {
-        let reply: RESPValue
-        do {
-            reply = try await redis.eval(
-                Self.replayScript,
-                keys: [keys.log(thread)],
-                arguments: [.string(seen.description), .string(seenByClient ? "1" : "0"), .string(String(maxEntries))]
-            )
-        } catch {
-            throw DependencyUnavailable(dependency: "redis", underlying: "\(error)")
-        }
+        let reply = try await redis.evalForRequest(
+            Self.replayScript,
+            keys: [keys.log(thread)],
+            arguments: [.string(seen.description), .string(seenByClient ? "1" : "0"), .string(String(maxEntries))]
+        )
         guard let parts = reply.array, parts.count == 2 else {
             throw DependencyUnavailable(dependency: "redis", underlying: "unexpected replay reply \(reply)")
         }

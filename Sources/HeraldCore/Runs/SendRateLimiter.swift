@@ -30,12 +30,7 @@ public struct SendRateLimiter: Sendable {
     /// Counts one send for `user`; throws `Exceeded` once the window's allowance is used up.
     public func admit(_ user: String) async throws {
         let digest = SHA256.hash(data: Data(user.utf8)).prefix(16).map { String(format: "%02x", $0) }.joined()
-        let reply: RESPValue
-        do {
-            reply = try await redis.eval(Self.script, keys: ["\(prefix)ratelimit:send:\(digest)"], arguments: ["60"])
-        } catch {
-            throw DependencyUnavailable(dependency: "redis", underlying: "\(error)")
-        }
+        let reply = try await redis.evalForRequest(Self.script, keys: ["\(prefix)ratelimit:send:\(digest)"], arguments: ["60"])
         guard let parts = reply.array, parts.count == 2, let count = parts[0].int else { return }
         if count > perMinute {
             throw Exceeded(retryAfterSeconds: max(1, parts[1].int ?? 60))
