@@ -143,12 +143,16 @@ public final class RunCoordinator: Sendable {
         switch try await store.finalize(run: runID, status: status, reply: reply, error: error) {
         case .finalized(let finalRun, let reply):
             (run, message, outcome) = (finalRun, reply, .accepted)
-            Counter(label: "herald_runs_finished_total", dimensions: [("status", finalRun.status.rawValue)]).increment()
+            countFinished(finalRun)
         case .alreadyFinal(let finalRun, let reply):
             (run, message, outcome) = (finalRun, reply, .duplicate)
         }
         try await publishFinal(run, message: message)
         return outcome
+    }
+
+    private func countFinished(_ run: ChatRun) {
+        Counter(label: "herald_runs_finished_total", dimensions: [("status", run.status.rawValue)]).increment()
     }
 
     /// Publishes a final run's frames if nobody has yet; gives the claim back if Redis is unavailable. A node that
@@ -190,7 +194,7 @@ public final class RunCoordinator: Sendable {
     public func sweep() async {
         do {
             for run in try await store.expireOverdueRuns() {
-                Counter(label: "herald_runs_finished_total", dimensions: [("status", run.status.rawValue)]).increment()
+                countFinished(run)
                 try await publishFinal(run, message: nil)
             }
             for (run, message) in try await store.unpublishedFinalRuns(graceSeconds: 5) {

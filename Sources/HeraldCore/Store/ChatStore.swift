@@ -199,7 +199,7 @@ public struct ChatStore: Sendable {
     }
 
     private static func reply(of run: ChatRun, connection: PostgresConnection) throws -> ChatMessage? {
-        try connection.query("SELECT \(SQL.messageColumns) FROM messages WHERE id = $1::uuid", [run.assistantMessageID.text])
+        try connection.query(SQL.messageByID, [run.assistantMessageID.text])
             .rows.first.map(SQL.message)
     }
 
@@ -260,7 +260,7 @@ public struct ChatStore: Sendable {
         var result: [(ChatRun, ChatMessage?)] = []
         for row in rows {
             let run = try SQL.run(row)
-            let message = try await pool.query("SELECT \(SQL.messageColumns) FROM messages WHERE id = $1::uuid", [run.assistantMessageID.text])
+            let message = try await pool.query(SQL.messageByID, [run.assistantMessageID.text])
                 .rows.first.map(SQL.message)
             result.append((run, message))
         }
@@ -335,6 +335,7 @@ enum SQL {
         id, thread_id, run_id, role, content, status, metadata::text AS metadata, \
         to_char(created_at AT TIME ZONE 'UTC', \(timestamp)) AS created
         """
+    static let messageByID = "SELECT \(messageColumns) FROM messages WHERE id = $1::uuid"
     static let runColumns = """
         id, thread_id, status, assistant_message_id, error_code, error_message, \
         to_char(created_at AT TIME ZONE 'UTC', \(timestamp)) AS created, \
