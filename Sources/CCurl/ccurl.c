@@ -74,6 +74,8 @@ struct ccurl_transfer {
     ccurl_buffer response_headers;
     size_t max_body;
     int body_overflowed;
+    ccurl_body_sink body_sink;
+    void *body_sink_context;
     char error[CURL_ERROR_SIZE];
 };
 
@@ -95,6 +97,9 @@ static int buffer_append(ccurl_buffer *buffer, const char *bytes, size_t count) 
 static size_t body_callback(char *bytes, size_t size, size_t count, void *userdata) {
     ccurl_transfer *transfer = userdata;
     size_t total = size * count;
+    if (transfer->body_sink != NULL) {
+        return transfer->body_sink(transfer->body_sink_context, (const unsigned char *)bytes, total) ? total : 0;
+    }
     if (transfer->max_body != 0 && transfer->body.length + total > transfer->max_body) {
         transfer->body_overflowed = 1;
         return 0; /* CURLE_WRITE_ERROR */
@@ -156,6 +161,11 @@ CURLcode ccurl_transfer_apply_headers(ccurl_transfer *transfer) {
 
 void ccurl_transfer_set_max_body(ccurl_transfer *transfer, size_t max_bytes) {
     transfer->max_body = max_bytes;
+}
+
+void ccurl_transfer_set_body_sink(ccurl_transfer *transfer, ccurl_body_sink sink, void *context) {
+    transfer->body_sink = sink;
+    transfer->body_sink_context = context;
 }
 
 const unsigned char *ccurl_transfer_body(const ccurl_transfer *transfer, size_t *length) {

@@ -34,7 +34,11 @@ public final class CurlHTTPClient: Sendable {
     /// task cancellation throws `CancellationError`.
     public func execute(_ request: CurlRequest) async throws -> CurlResponse {
         try Task.checkCancellation()
-        let transfer = try Transfer(request: request)
+        return try await run(Transfer(request: request))
+    }
+
+    /// Hands a configured transfer to the loop and waits for it to end.
+    func run(_ transfer: Transfer) async throws -> CurlResponse {
         let loop = self.loop
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<CurlResponse, any Error>) in

@@ -22,8 +22,10 @@ final class Transfer: @unchecked Sendable {
     let method: String
     let url: String
     private let state = NIOLockedValueBox(State.idle)
+    /// Set for a streamed response: body pieces go there as they arrive instead of into the C buffer.
+    private let sink: ResponseStreamSink?
 
-    init(request: CurlRequest) throws {
+    init(request: CurlRequest, streamingTo sink: ResponseStreamSink? = nil) throws {
         guard let handle = ccurl_transfer_create(), let easy = ccurl_transfer_easy(handle) else {
             throw CurlError(CURLE_FAILED_INIT, message: "curl_easy_init failed")
         }
@@ -31,8 +33,20 @@ final class Transfer: @unchecked Sendable {
         self.easy = easy
         self.method = request.method
         self.url = request.url
+        self.sink = sink
         // All stored properties are set: if configuring throws, `deinit` runs and frees the handle.
         try configure(request)
+        if sink != nil {
+            // Unretained: the easy handle, and with it the callback, never outlives this object.
+            ccurl_transfer_set_body_sink(
+                handle,
+                { context, bytes, length in
+                    let transfer = Unmanaged<Transfer>.fromOpaque(context!).takeUnretainedValue()
+                    return transfer.receive(UnsafeRawBufferPointer(start: bytes, count: length)) ? 1 : 0
+                },
+                Unmanaged.passUnretained(self).toOpaque()
+            )
+        }
     }
 
     deinit {
@@ -161,6 +175,25 @@ final class Transfer: @unchecked Sendable {
         }
     }
 
+    // MARK: - Streamed body (loop thread, while the transfer runs)
+
+    /// One piece of a streamed body. The first piece also settles the response head (status, headers).
+    private func receive(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        guard let sink else { return false }
+        return sink.receive(bytes) { responseHead() }
+    }
+
+    private func responseHead() -> CurlResponseHead {
+        var status = 0
+        _ = ccurl_easy_getinfo_long(easy, CURLINFO_RESPONSE_CODE, &status)
+        var length = 0
+        var headers: [(name: String, value: String)] = []
+        if let raw = ccurl_transfer_headers(handle, &length), length > 0 {
+            headers = Self.parseHeaders(UnsafeRawBufferPointer(start: raw, count: length))
+        }
+        return CurlResponseHead(status: status, headers: headers)
+    }
+
     // MARK: - Results (loop thread, after removal from the multi handle)
 
     func result(for code: CURLcode) -> Result<CurlResponse, any Error> {
@@ -171,9 +204,7 @@ final class Transfer: @unchecked Sendable {
             }
             return .failure(CurlError(code, message: message))
         }
-        var status = 0
-        _ = ccurl_easy_getinfo_long(easy, CURLINFO_RESPONSE_CODE, &status)
-
+        let head = responseHead()
         var length = 0
         let body: [UInt8]
         if let bytes = ccurl_transfer_body(handle, &length), length > 0 {
@@ -181,11 +212,7 @@ final class Transfer: @unchecked Sendable {
         } else {
             body = []
         }
-        var headers: [(name: String, value: String)] = []
-        if let raw = ccurl_transfer_headers(handle, &length), length > 0 {
-            headers = Self.parseHeaders(UnsafeRawBufferPointer(start: raw, count: length))
-        }
-        return .success(CurlResponse(status: status, headers: headers, body: body))
+        return .success(CurlResponse(status: head.status, headers: head.headers, body: body))
     }
 
     /// Splits a raw header block ("HTTP/1.1 200 OK\r\nName: value\r\n...\r\n") into name/value pairs.

@@ -27,6 +27,16 @@ final class TestHTTPServer: @unchecked Sendable {
         case respond(status: Int, headers: [(name: String, value: String)] = [], body: [UInt8] = [], delay: Duration = .zero)
         /// Never answers: holds the connection until the client closes it.
         case hang
+        /// Sends the head at once, then each piece after `gate` lets it through (the first goes at once), without a
+        /// Content-Length; then closes, or, with `thenHang`, holds the connection until the client closes it.
+        case stream(status: Int, headers: [(name: String, value: String)] = [], pieces: [[UInt8]], gate: Gate, thenHang: Bool = false)
+    }
+
+    /// Lets a streamed reply's pieces through one at a time, when the test says so.
+    final class Gate: Sendable {
+        private let semaphore = DispatchSemaphore(value: 0)
+        func open() { semaphore.signal() }
+        fileprivate func pass() { semaphore.wait() }
     }
 
     /// Gets each request with its 0-based arrival index.
@@ -114,12 +124,16 @@ final class TestHTTPServer: @unchecked Sendable {
         }
         switch handler(request, index) {
         case .hang:
-            var byte: UInt8 = 0
-            while true {
-                let n = recv(fd, &byte, 1, 0)
-                if n == 0 || (n < 0 && errno != EINTR) { break }
+            holdUntilClientCloses(fd)
+        case .stream(let status, let headers, let pieces, let gate, let thenHang):
+            var head = "HTTP/1.1 \(status) Test\r\nConnection: close\r\n"
+            for (name, value) in headers { head += "\(name): \(value)\r\n" }
+            sendAll(fd, Array((head + "\r\n").utf8))
+            for (number, piece) in pieces.enumerated() {
+                if number > 0 { gate.pass() }
+                sendAll(fd, piece)
             }
-            lock.withLock { _clientClosedHangs += 1 }
+            if thenHang { holdUntilClientCloses(fd) }
         case .respond(let status, let headers, let body, let delay):
             if delay > .zero {
                 let (seconds, attoseconds) = delay.components
@@ -130,6 +144,15 @@ final class TestHTTPServer: @unchecked Sendable {
             head += "\r\n"
             sendAll(fd, Array(head.utf8) + body)
         }
+    }
+
+    private func holdUntilClientCloses(_ fd: Int32) {
+        var byte: UInt8 = 0
+        while true {
+            let n = recv(fd, &byte, 1, 0)
+            if n == 0 || (n < 0 && errno != EINTR) { break }
+        }
+        lock.withLock { _clientClosedHangs += 1 }
     }
 
     private func readRequest(_ fd: Int32) -> Request? {

@@ -48,6 +48,13 @@ const char *ccurl_transfer_headers(const ccurl_transfer *transfer, size_t *lengt
 const char *ccurl_transfer_error(const ccurl_transfer *transfer);
 /* 1 when the body cap was exceeded. */
 int ccurl_transfer_body_overflowed(const ccurl_transfer *transfer);
+/*
+ * Streams the response body instead of buffering it: each piece curl receives goes to `sink` at once
+ * (on the thread driving the transfer), with `context` as given. The sink returns 1 to go on, 0 to fail
+ * the transfer with CURLE_WRITE_ERROR. The body cap does not apply; the sink bounds what it keeps.
+ */
+typedef int (*ccurl_body_sink)(void *context, const unsigned char *bytes, size_t length);
+void ccurl_transfer_set_body_sink(ccurl_transfer *transfer, ccurl_body_sink sink, void *context);
 
 /* ---- misc ---- */
 /* Names the calling thread (visible in ps/top/gdb); no-op where unsupported. Names are cut to 15 bytes on Linux. */
