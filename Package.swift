@@ -137,6 +137,7 @@ let package = Package(
         .target(
             name: "HeraldTestSupport",
             dependencies: [
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -161,7 +162,7 @@ let package = Package(
         ),
         .testTarget(
             name: "HeraldCoreTests",
-            dependencies: ["HeraldCore", "HeraldTestSupport"],
+            dependencies: ["HeraldCore", "CurlClient", "HeraldTestSupport"],
             exclude: ["Fixtures"],
             swiftSettings: swiftSettings
         ),

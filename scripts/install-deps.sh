@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Herald needs to build, test and run, and only those
 # that are missing: the C libraries it links (hiredis, libcurl, libpq), pkg-config
-# (SwiftPM finds hiredis and libpq through it), and the Redis and PostgreSQL server
-# binaries that `make run` and the tests start themselves.
+# (SwiftPM finds hiredis and libpq through it), the Redis and PostgreSQL server
+# binaries that `make run` and the tests start themselves, and Python with venv
+# for the tests' LangGraph server.
 #
 # Silent when everything is there; `apt-get update` runs only when something is
 # missing. The Debian-managed redis/postgresql services are not started: our own
@@ -26,6 +27,9 @@ command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 { command -v redis-server && command -v redis-cli; } >/dev/null 2>&1 || missing+=(redis-server)
 have_pg_server || missing+=(postgresql)
 command -v curl >/dev/null 2>&1 || missing+=(curl)   # scripts/run.sh polls /healthz with it
+# The engine tests' LangGraph server lives in a virtualenv (scripts/langgraph-venv.sh).
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 
 if ((${#missing[@]})); then
     echo "install-deps: installing ${missing[*]}" >&2

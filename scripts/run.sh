@@ -5,15 +5,16 @@
 #   3. starts Redis and PostgreSQL under .data/   (scripts/services.sh start)
 #   4. applies the migrations   (herald migrate)
 #   5. starts the demo agent in the background on 127.0.0.1:$DEMO_AGENT_PORT (8090),
-#      logging to .data/demo-agent.log
+#      logging to .data/demo-agent.log -- unless AGENT_URL names an engine of your own
+#      (a `langgraph dev` server, say: see docs/webhooks.md)
 #   6. runs `herald serve` on $HERALD_HOST:$HERALD_PORT (127.0.0.1:8080) and, once it
 #      answers /healthz, prints the URL and a curl example
 # Ctrl-C stops Herald and the demo agent; Redis and PostgreSQL keep running
 # (`make stop` stops them).
 #
 # env (all optional): HERALD_PORT (8080), HERALD_HOST (127.0.0.1), DEMO_AGENT_PORT
-# (8090), REDIS_PORT (6390), PG_PORT (5440), AGENT_KIND (langgraph),
-# AGENT_ASSISTANT_ID (agent), HERALD_BUILD_CONFIG (debug|release),
+# (8090), REDIS_PORT (6390), PG_PORT (5440), AGENT_URL (the demo agent), AGENT_KIND
+# (langgraph), AGENT_ASSISTANT_ID (agent), AGENT_API_KEY, HERALD_BUILD_CONFIG (debug|release),
 # HERALD_SKIP_BUILD=1 (use the binary already built), HERALD_BIN (run that
 # binary, no build), and any other HERALD_* the server reads
 # (HERALD_HEARTBEAT_SECONDS, HERALD_RUN_TIMEOUT_SECONDS, ...).
@@ -48,14 +49,15 @@ if [[ ${HERALD_SKIP_BUILD:-0} != 1 && -z ${HERALD_BIN:-} ]]; then
 fi
 [[ -x $BIN ]] || die "no herald binary at $BIN: build it with 'swift build -c $CONFIG --product herald' (or unset HERALD_SKIP_BUILD)"
 
-listening "$DEMO_AGENT_PORT" && die "port $DEMO_AGENT_PORT is in use (a demo agent left from an earlier run?); free it or set DEMO_AGENT_PORT"
+OWN_ENGINE=${AGENT_URL:-}
+[[ -z $OWN_ENGINE ]] && listening "$DEMO_AGENT_PORT" && die "port $DEMO_AGENT_PORT is in use (a demo agent left from an earlier run?); free it or set DEMO_AGENT_PORT"
 listening "$HERALD_PORT" && die "port $HERALD_PORT is in use; free it or set HERALD_PORT"
 
 bash "$ROOT/scripts/services.sh" start
 eval "$(bash "$ROOT/scripts/services.sh" env)" # REDIS_URL, DATABASE_URL
 
 export REDIS_URL DATABASE_URL HERALD_HOST HERALD_PORT
-export AGENT_URL="http://127.0.0.1:$DEMO_AGENT_PORT"
+export AGENT_URL=${OWN_ENGINE:-http://127.0.0.1:$DEMO_AGENT_PORT}
 export AGENT_KIND=${AGENT_KIND:-langgraph}
 export AGENT_ASSISTANT_ID=${AGENT_ASSISTANT_ID:-agent}
 export PUBLIC_URL="http://127.0.0.1:$HERALD_PORT" # where the agent posts its webhooks back
@@ -91,10 +93,16 @@ if [[ -z ${HERALD_JWT_SECRET:-} ]]; then
 fi
 
 mkdir -p "$DATA"
-"$BIN" demo-agent --host 127.0.0.1 --port "$DEMO_AGENT_PORT" >"$DATA/demo-agent.log" 2>&1 &
-DEMO_PID=$!
-wait_healthy "the demo agent" "$AGENT_URL/healthz" "$DEMO_PID" "$DATA/demo-agent.log"
-say "demo agent up at $AGENT_URL (pid $DEMO_PID, log $DATA/demo-agent.log)"
+if [[ -z $OWN_ENGINE ]]; then
+    "$BIN" demo-agent --host 127.0.0.1 --port "$DEMO_AGENT_PORT" >"$DATA/demo-agent.log" 2>&1 &
+    DEMO_PID=$!
+    wait_healthy "the demo agent" "$AGENT_URL/healthz" "$DEMO_PID" "$DATA/demo-agent.log"
+    say "demo agent up at $AGENT_URL (pid $DEMO_PID, log $DATA/demo-agent.log)"
+    ENGINE_LINE="demo agent:    $AGENT_URL   (log: $DATA/demo-agent.log)"
+else
+    say "using the engine at $AGENT_URL (no demo agent)"
+    ENGINE_LINE="engine:        $AGENT_URL   ($AGENT_KIND, assistant $AGENT_ASSISTANT_ID)"
+fi
 
 # Herald runs as a child that this script waits for (rather than exec'd), so that
 # the trap can stop the demo agent with it; Ctrl-C or SIGTERM to this script
@@ -108,7 +116,7 @@ TOKEN=$("$BIN" token --user demo --ttl 24h "${TOKEN_FLAGS[@]}")
 cat <<BANNER
 
   Herald is up:  $BASE     (Ctrl-C stops Herald and the demo agent)
-  demo agent:    $AGENT_URL   (log: $DATA/demo-agent.log)
+  $ENGINE_LINE
   Redis:         $REDIS_URL
   PostgreSQL:    $DATABASE_URL
   token (user "demo", 24 h):

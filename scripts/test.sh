@@ -27,6 +27,12 @@ secs() { # nanoseconds -> seconds with one decimal
     printf '%d.%d' $((ns / 1000000000)) $((ns % 1000000000 / 100000000))
 }
 
+# The engine tests run a real LangGraph server from PyPI, installed into a cached virtualenv
+# (scripts/langgraph-venv.sh): prepared in the background while Swift builds.
+venv_log=$(mktemp)
+bash "$ROOT/scripts/langgraph-venv.sh" >"$venv_log" 2>&1 &
+venv_pid=$!
+
 start=$(now)
 if ! swift build --build-tests; then
     echo "test.sh: build FAILED after $(secs $(($(now) - start))) s" >&2
@@ -34,6 +40,12 @@ if ! swift build --build-tests; then
 fi
 build_ns=$(($(now) - start))
 echo "test.sh: build took $(secs "$build_ns") s"
+if ! wait "$venv_pid"; then
+    cat "$venv_log" >&2
+    echo "test.sh: preparing the LangGraph virtualenv FAILED" >&2
+    exit 1
+fi
+rm -f "$venv_log"
 
 start=$(now)
 set +e

@@ -30,8 +30,12 @@ public enum HeraldApplication {
         let hub = FanoutHub(redis: redisConfiguration, nodeName: nodeName, keys: keys, logger: logger)
         let jobs = BackgroundJobs()
         let adapter: any AgentAdapter = switch configuration.agentKind {
-        case .langgraph: LangGraphAdapter(baseURL: configuration.agentURL, assistantID: configuration.agentAssistantID)
-        case .generic: GenericAdapter(url: configuration.agentURL)
+        case .langgraph:
+            LangGraphAdapter(
+                baseURL: configuration.agentURL, assistantID: configuration.agentAssistantID, credential: configuration.agentCredential,
+                streamsTokens: configuration.agentStream
+            )
+        case .generic: GenericAdapter(url: configuration.agentURL, credential: configuration.agentCredential)
         }
         let coordinator = RunCoordinator(
             store: store, publisher: publisher, http: http, adapter: adapter, jobs: jobs, configuration: configuration, logger: logger
@@ -48,7 +52,7 @@ public enum HeraldApplication {
         ChatRoutes(coordinator: coordinator, rateLimiter: rateLimiter, configuration: configuration).register(on: chats)
         StreamRoute(store: store, hub: hub, replayer: replayer, configuration: configuration).register(on: chats)
         WebhookRoute(coordinator: coordinator, signatures: signatures, configuration: configuration).register(on: router)
-        OperationsRoutes(store: store, redis: redis, hub: hub, registry: registry).register(on: router)
+        OperationsRoutes(store: store, redis: redis, hub: hub, streamJoins: coordinator.streamJoins, registry: registry).register(on: router)
 
         return Application(
             router: router,

@@ -9,6 +9,7 @@ struct OperationsRoutes {
     let store: ChatStore
     let redis: RedisClient
     let hub: FanoutHub
+    let streamJoins: EngineStreamJoins?
     let registry: PrometheusCollectorRegistry
 
     struct Health: Encodable {
@@ -42,6 +43,7 @@ struct OperationsRoutes {
         Gauge(label: "herald_sse_connections").record(hub.connectionCount)
         Gauge(label: "herald_subscribed_threads").record(hub.channelCount)
         Gauge(label: "herald_redis_subscriber_up").record(hub.isSubscriberConnected ? 1 : 0)
+        Gauge(label: "herald_agent_stream_joins_active").record(streamJoins?.activeCount ?? 0)
         return Response(
             status: .ok,
             headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],

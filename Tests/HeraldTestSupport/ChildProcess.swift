@@ -37,9 +37,11 @@ public final class ChildProcess: Sendable {
         self.state = state
     }
 
-    /// Starts `executable` with `arguments` and `environment` merged over the current environment;
-    /// stdout and stderr go to a fresh temporary log file (`logPath`).
-    public static func start(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws -> ChildProcess {
+    /// Starts `executable` with `arguments` and `environment` merged over the current environment, in
+    /// `directory` (the test's own by default); stdout and stderr go to a fresh temporary log file (`logPath`).
+    public static func start(
+        _ executable: String, _ arguments: [String], environment: [String: String] = [:], directory: String? = nil
+    ) throws -> ChildProcess {
         guard FileManager.default.isExecutableFile(atPath: executable) else {
             throw ChildProcessError("not an executable file: \(executable)")
         }
@@ -54,6 +56,7 @@ public final class ChildProcess: Sendable {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
+        if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
         process.standardInput = FileHandle.nullDevice
         process.standardOutput = log

@@ -12,9 +12,25 @@ public struct AgentRunRequest: Sendable {
 }
 
 /// Turns a run into the HTTP request a kind of engine understands, and reads the engine's own run id back.
+/// Engines that stream a run's output also say how to join that stream and what in it is the reply's text.
 public protocol AgentAdapter: Sendable {
     func request(for run: AgentRunRequest) -> CurlRequest
     func engineRunID(from response: CurlResponse) -> String?
+    /// The request that joins the run's live output from its first event; nil when the engine has none to join.
+    func joinRequest(for run: AgentRunRequest, engineRunID: String, timeout: Duration) -> CurlRequest?
+    /// The assistant's reply text one event of the joined stream carries, if any.
+    func replyText(in event: ServerSentEvent, engineRunID: String) -> String?
+}
+
+/// The credential Herald presents to the engine: one header, whose value is never logged.
+public struct AgentCredential: Sendable {
+    public var header: String
+    public var value: String
+
+    public init(header: String, value: String) {
+        self.header = header
+        self.value = value
+    }
 }
 
 extension AgentAdapter {
@@ -23,6 +39,10 @@ extension AgentAdapter {
         guard let value = try? JSONDecoder().decode(JSONValue.self, from: Data(response.body)) else { return nil }
         return value["run_id"]?.stringValue
     }
+
+    public func joinRequest(for run: AgentRunRequest, engineRunID: String, timeout: Duration) -> CurlRequest? { nil }
+
+    public func replyText(in event: ServerSentEvent, engineRunID: String) -> String? { nil }
 }
 
 private let agentJSONEncoder: JSONEncoder = {
@@ -31,24 +51,34 @@ private let agentJSONEncoder: JSONEncoder = {
     return encoder
 }()
 
-private func jsonRequest(url: String, body: some Encodable) -> CurlRequest {
+private func jsonRequest(url: String, body: some Encodable, credential: AgentCredential?) -> CurlRequest {
     let bytes = (try? agentJSONEncoder.encode(body)).map(Array.init) ?? []
-    return CurlRequest(
-        method: "POST", url: url,
-        headers: [(name: "Content-Type", value: "application/json"), (name: "Accept", value: "application/json")],
-        body: bytes, timeout: .seconds(15), connectTimeout: .seconds(3)
-    )
+    var headers: [(name: String, value: String)] = [(name: "Content-Type", value: "application/json"), (name: "Accept", value: "application/json")]
+    if let credential { headers.append((name: credential.header, value: credential.value)) }
+    return CurlRequest(method: "POST", url: url, headers: headers, body: bytes, timeout: .seconds(15), connectTimeout: .seconds(3))
 }
 
 /// LangGraph's `POST /threads/{thread_id}/runs` with a webhook. Herald's thread id is the LangGraph thread id
 /// (`if_not_exists: create`), and Herald's run id rides in `metadata` so the webhook can be matched.
+///
+/// With `streamsTokens`, the run is created with `stream_mode: messages-tuple` and a resumable stream, and
+/// `joinRequest` joins it (`GET /threads/{thread_id}/runs/{run_id}/stream`) from its first event: LangGraph keeps
+/// the events of a resumable run, and `Last-Event-ID: 0` asks for all of them, so nothing emitted before the join
+/// (or before a rejoin) is missed. The webhook still brings the final result.
 public struct LangGraphAdapter: AgentAdapter {
     public let baseURL: String
     public let assistantID: String
+    public let credential: AgentCredential?
+    public let streamsTokens: Bool
 
-    public init(baseURL: String, assistantID: String) {
+    /// LangGraph Platform reads its API key from `x-api-key`.
+    public static let apiKeyHeader = "x-api-key"
+
+    public init(baseURL: String, assistantID: String, credential: AgentCredential? = nil, streamsTokens: Bool = false) {
         self.baseURL = baseURL
         self.assistantID = assistantID
+        self.credential = credential
+        self.streamsTokens = streamsTokens
     }
 
     struct Body: Encodable {
@@ -65,6 +95,8 @@ public struct LangGraphAdapter: AgentAdapter {
         var if_not_exists: String
         var multitask_strategy: String
         var metadata: [String: String]
+        var stream_mode: [String]?
+        var stream_resumable: Bool?
     }
 
     public func request(for run: AgentRunRequest) -> CurlRequest {
@@ -79,18 +111,49 @@ public struct LangGraphAdapter: AgentAdapter {
                 metadata: [
                     WebhookDecoder.runIDMetadataKey: run.run.text,
                     "herald_message_id": run.assistantMessageID.text,
-                ]
-            )
+                ],
+                stream_mode: streamsTokens ? ["messages-tuple"] : nil,
+                stream_resumable: streamsTokens ? true : nil
+            ),
+            credential: credential
         )
+    }
+
+    public func joinRequest(for run: AgentRunRequest, engineRunID: String, timeout: Duration) -> CurlRequest? {
+        guard streamsTokens, let encodedRunID = engineRunID.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(CharacterSet(charactersIn: "/"))) else {
+            return nil
+        }
+        var headers: [(name: String, value: String)] = [(name: "Accept", value: "text/event-stream"), (name: "Last-Event-ID", value: "0")]
+        if let credential { headers.append((name: credential.header, value: credential.value)) }
+        return CurlRequest(
+            method: "GET", url: "\(baseURL)/threads/\(run.thread.text)/runs/\(encodedRunID)/stream",
+            headers: headers, timeout: timeout, connectTimeout: .seconds(3)
+        )
+    }
+
+    /// `messages` events carry `[message chunk, metadata]`. Only the AI's own text chunks of this run are the reply:
+    /// not tool-call chunks (no text), not human or tool messages, not another run's chunks, not a subgraph's
+    /// (`messages|<namespace>`) inner model calls.
+    public func replyText(in event: ServerSentEvent, engineRunID: String) -> String? {
+        guard event.type == "messages",
+            let value = try? JSONDecoder().decode(JSONValue.self, from: Data(event.data.utf8)),
+            case .array(let pair) = value, pair.count == 2,
+            pair[0]["type"]?.stringValue == "AIMessageChunk"
+        else { return nil }
+        if let chunkRunID = pair[1]["run_id"]?.stringValue, chunkRunID != engineRunID { return nil }
+        guard let text = try? WebhookDecoder.content(pair[0]["content"], field: "content"), !text.isEmpty else { return nil }
+        return text
     }
 }
 
 /// Any HTTP agent: `POST {AGENT_URL}` with the run and the callback URL; it answers through the native webhook.
 public struct GenericAdapter: AgentAdapter {
     public let url: String
+    public let credential: AgentCredential?
 
-    public init(url: String) {
+    public init(url: String, credential: AgentCredential? = nil) {
         self.url = url
+        self.credential = credential
     }
 
     struct Body: Encodable {
@@ -107,7 +170,8 @@ public struct GenericAdapter: AgentAdapter {
             body: Body(
                 thread_id: run.thread.text, run_id: run.run.text, assistant_message_id: run.assistantMessageID.text,
                 message: run.userMessage, callback_url: run.callbackURL
-            )
+            ),
+            credential: credential
         )
     }
 }

@@ -11,6 +11,14 @@ public struct HeraldConfiguration: Sendable {
     public var agentURL: String
     public var agentKind: AgentKind
     public var agentAssistantID: String
+    /// The engine's API key, sent with every request to the engine (never logged).
+    public var agentAPIKey: String?
+    /// The header that carries `agentAPIKey` as it is; nil: `x-api-key` for LangGraph, `Authorization: Bearer` otherwise.
+    public var agentAuthHeader: String?
+    /// Join the engine's stream of each run for live tokens (LangGraph); off: the webhook alone brings the reply.
+    public var agentStream: Bool
+    /// Engine streams joined at once by one node; runs beyond it get their final message only.
+    public var agentStreamMaxJoins: Int
     /// Base of the callback URL handed to the engine, e.g. `https://herald.example.com`.
     public var publicURL: String
     public var host: String
@@ -50,6 +58,10 @@ public struct HeraldConfiguration: Sendable {
         agentURL: String = "http://127.0.0.1:8090",
         agentKind: AgentKind = .langgraph,
         agentAssistantID: String = "agent",
+        agentAPIKey: String? = nil,
+        agentAuthHeader: String? = nil,
+        agentStream: Bool = true,
+        agentStreamMaxJoins: Int = 256,
         publicURL: String = "http://127.0.0.1:8080",
         host: String = "127.0.0.1",
         port: Int = 8080,
@@ -77,6 +89,10 @@ public struct HeraldConfiguration: Sendable {
         self.agentURL = agentURL
         self.agentKind = agentKind
         self.agentAssistantID = agentAssistantID
+        self.agentAPIKey = agentAPIKey
+        self.agentAuthHeader = agentAuthHeader
+        self.agentStream = agentStream
+        self.agentStreamMaxJoins = agentStreamMaxJoins
         self.publicURL = publicURL
         self.host = host
         self.port = port
@@ -119,6 +135,16 @@ extension HeraldConfiguration {
         configuration.agentURL = try reader.url("AGENT_URL", schemes: ["http", "https"], default: defaults.agentURL)
         configuration.agentKind = try reader.choice("AGENT_KIND", default: defaults.agentKind)
         configuration.agentAssistantID = try reader.string("AGENT_ASSISTANT_ID", default: defaults.agentAssistantID)
+        configuration.agentAPIKey = try reader.optionalString("AGENT_API_KEY")
+        if let key = configuration.agentAPIKey, key.utf8.contains(where: { $0 < 0x20 || $0 == 0x7F }) {
+            throw ConfigurationError(variable: "AGENT_API_KEY", reason: "must not contain control characters")
+        }
+        configuration.agentAuthHeader = try reader.optionalString("AGENT_AUTH_HEADER")
+        if let header = configuration.agentAuthHeader, !header.utf8.allSatisfy(Self.isHeaderNameByte) {
+            throw ConfigurationError(variable: "AGENT_AUTH_HEADER", reason: "must be an HTTP header name, got \"\(header)\"")
+        }
+        configuration.agentStream = try reader.flag("HERALD_AGENT_STREAM", default: defaults.agentStream)
+        configuration.agentStreamMaxJoins = try reader.integer("HERALD_AGENT_STREAM_MAX_JOINS", default: defaults.agentStreamMaxJoins, range: 1...100_000)
         configuration.publicURL = try reader.url("PUBLIC_URL", schemes: ["http", "https"], default: defaults.publicURL)
         configuration.host = try reader.string("HERALD_HOST", default: defaults.host)
         configuration.port = try reader.integer("HERALD_PORT", default: defaults.port, range: 0...65535)
@@ -133,7 +159,7 @@ extension HeraldConfiguration {
         configuration.streamQueueMaxFrames = try reader.integer("HERALD_STREAM_QUEUE_FRAMES", default: defaults.streamQueueMaxFrames, range: 1...1_000_000)
         configuration.streamQueueMaxBytes = try reader.integer("HERALD_STREAM_QUEUE_BYTES", default: defaults.streamQueueMaxBytes, range: 1024...(1 << 30))
         configuration.agentMaxAttempts = try reader.integer("HERALD_AGENT_MAX_ATTEMPTS", default: defaults.agentMaxAttempts, range: 1...100)
-        configuration.developmentMode = try reader.flag("HERALD_INSECURE_DEV")
+        configuration.developmentMode = try reader.flag("HERALD_INSECURE_DEV", default: false)
         configuration.jwtSecret = try reader.optionalString("HERALD_JWT_SECRET")
         if let secret = configuration.jwtSecret, secret.utf8.count < 32 {
             throw ConfigurationError(variable: "HERALD_JWT_SECRET", reason: "must be at least 32 bytes, got \(secret.utf8.count)")
@@ -165,6 +191,24 @@ extension HeraldConfiguration {
 }
 
 extension HeraldConfiguration {
+    /// The header and value that carry `agentAPIKey` to this kind of engine; nil without a key.
+    public var agentCredential: AgentCredential? {
+        guard let key = agentAPIKey else { return nil }
+        if let agentAuthHeader { return AgentCredential(header: agentAuthHeader, value: key) }
+        return switch agentKind {
+        case .langgraph: AgentCredential(header: LangGraphAdapter.apiKeyHeader, value: key)
+        case .generic: AgentCredential(header: "Authorization", value: "Bearer \(key)")
+        }
+    }
+
+    /// RFC 9110 `token` characters.
+    static func isHeaderNameByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"): true
+        default: "!#$%&'*+-.^_`|~".utf8.contains(byte)
+        }
+    }
+
     /// Just `DATABASE_URL`, for commands that need nothing else (`herald migrate`).
     public static func databaseURL(fromEnvironment environment: [String: String]) throws(ConfigurationError) -> String {
         try EnvironmentReader(environment: environment).url(
@@ -186,12 +230,12 @@ private struct EnvironmentReader {
         value(name)
     }
 
-    func flag(_ name: String) throws(ConfigurationError) -> Bool {
-        guard let raw = value(name) else { return false }
+    func flag(_ name: String, default fallback: Bool) throws(ConfigurationError) -> Bool {
+        guard let raw = value(name) else { return fallback }
         switch raw.lowercased() {
-        case "1", "true", "yes": return true
-        case "0", "false", "no": return false
-        default: throw ConfigurationError(variable: name, reason: "must be 1 or 0, got \"\(raw)\"")
+        case "1", "true", "yes", "on": return true
+        case "0", "false", "no", "off": return false
+        default: throw ConfigurationError(variable: name, reason: "must be on or off (1 or 0), got \"\(raw)\"")
         }
     }
 

@@ -14,6 +14,8 @@ public final class RunCoordinator: Sendable {
     private let retryPolicy: RetryPolicy
     private let callbackBase: String
     private let runTimeoutSeconds: Double
+    /// Live tokens of engines that stream runs instead of posting deltas; nil when streaming is off.
+    public let streamJoins: EngineStreamJoins?
     private let logger: Logger
 
     public init(
@@ -28,6 +30,12 @@ public final class RunCoordinator: Sendable {
         self.retryPolicy = RetryPolicy(maxAttempts: configuration.agentMaxAttempts, initialDelay: .milliseconds(200), maxDelay: .seconds(5))
         self.callbackBase = configuration.publicURL
         self.runTimeoutSeconds = configuration.runTimeoutSeconds
+        self.streamJoins = configuration.agentStream
+            ? EngineStreamJoins(
+                http: http, adapter: adapter, publisher: publisher, jobs: jobs, maxJoins: configuration.agentStreamMaxJoins,
+                runTimeoutSeconds: configuration.runTimeoutSeconds, logger: logger
+            )
+            : nil
         self.logger = logger
     }
 
@@ -69,12 +77,23 @@ public final class RunCoordinator: Sendable {
         do {
             let response = try await http.execute(adapter.request(for: request), retrying: retryPolicy)
             if (200..<300).contains(response.status) {
-                if try await store.markRunning(request.run, engineRunID: adapter.engineRunID(from: response)) {
+                let engineRunID = adapter.engineRunID(from: response)
+                if try await store.markRunning(request.run, engineRunID: engineRunID) {
+                    if let streamJoins, let engineRunID {
+                        streamJoins.join(.init(request: request, engineRunID: engineRunID)) { [store] in
+                            (try? await store.run(request.run))?.status.isFinal ?? true
+                        }
+                    }
                     try await publisher.publish([.runStatus(.init(threadID: request.thread, runID: request.run, status: .running))], thread: request.thread)
                 }
                 return
             }
-            failure = ErrorDetail(code: "agent_rejected", message: "the engine answered HTTP \(response.status)")
+            failure = switch response.status {
+            case 401, 403:
+                ErrorDetail(code: "agent_unauthorized", message: "the engine refused Herald's credentials (HTTP \(response.status)); check AGENT_API_KEY")
+            default:
+                ErrorDetail(code: "agent_rejected", message: "the engine answered HTTP \(response.status)")
+            }
         } catch is CancellationError {
             return
         } catch let error as CurlError {
@@ -140,7 +159,10 @@ public final class RunCoordinator: Sendable {
     func finish(runID: UUID, status: RunStatus, reply: String?, error: ErrorDetail?) async throws -> WebhookOutcome {
         let outcome: WebhookOutcome
         let run: ChatRun, message: ChatMessage?
-        switch try await store.finalize(run: runID, status: status, reply: reply, error: error) {
+        let result = try await store.finalize(run: runID, status: status, reply: reply, error: error)
+        // No delta may follow the final message: this node's join of the run ends before the final frames go out.
+        await streamJoins?.stop(runID)
+        switch result {
         case .finalized(let finalRun, let reply):
             (run, message, outcome) = (finalRun, reply, .accepted)
             countFinished(finalRun)
@@ -195,6 +217,7 @@ public final class RunCoordinator: Sendable {
         do {
             for run in try await store.expireOverdueRuns() {
                 countFinished(run)
+                await streamJoins?.stop(run.id)
                 try await publishFinal(run, message: nil)
             }
             for (run, message) in try await store.unpublishedFinalRuns(graceSeconds: 5) {

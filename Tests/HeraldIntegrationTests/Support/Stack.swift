@@ -42,13 +42,15 @@ final class Stack: Sendable {
     var node: Node { nodes[0] }
     var url: String { nodes[0].url }
 
-    enum Agent {
+    enum Agent: Equatable {
         /// `herald demo-agent` on a free port, signing its callbacks.
         case demo
         /// The demo agent without a webhook secret: it relies on the callback URL's token, like LangGraph.
         case demoUnsigned
         /// A port nothing listens on: every trigger fails to connect.
         case unreachable
+        /// An engine the test started itself, at this URL.
+        case external(String)
     }
 
     static func start(
@@ -66,8 +68,13 @@ final class Stack: Sendable {
 
         var agentProcess: ChildProcess?
         let agentPort = freeTCPPort()
-        let agentURL = "http://127.0.0.1:\(agentPort)"
-        if agent != .unreachable {
+        var agentURL = "http://127.0.0.1:\(agentPort)"
+        switch agent {
+        case .external(let url):
+            agentURL = url
+        case .unreachable:
+            break
+        case .demo, .demoUnsigned:
             let process = try ChildProcess.start(
                 herald, ["demo-agent", "--port", String(agentPort), "--delay-ms", "100", "--token-delay-ms", "10"],
                 environment: agent == .demo ? ["HERALD_WEBHOOK_SECRET": webhookSecret] : [:]

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Measures how long a LangGraph token takes from the engine's model to a Herald SSE client.
+# Starts Redis/PostgreSQL under .data/ (scripts/services.sh), a real `langgraph dev` serving
+# Tests/Engines/langgraph (virtualenv from scripts/langgraph-venv.sh) and `herald serve` on free
+# ports; then, RUNS times, sends "timestamps TOKENS" and reads the thread's stream: each token is the
+# Unix time in microseconds at which the engine's model emitted it, so engine chunk -> SSE frame is
+# the receive time minus the token (one machine, one clock). Prints p50/p90/p99/max over all tokens.
+#
+#   scripts/langgraph-latency.sh [RUNS (10)] [TOKENS (50)]
+# env: HERALD_BUILD_CONFIG (release|debug; default release, built if missing).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+say() { echo "langgraph-latency: $*" >&2; }
+die() { say "$*"; exit 1; }
+# shellcheck source=scripts/lib/processes.sh
+source "$ROOT/scripts/lib/processes.sh"
+
+RUNS=${1:-10}
+TOKENS=${2:-50}
+CONFIG=${HERALD_BUILD_CONFIG:-release}
+BIN=$ROOT/.build/$CONFIG/herald
+DATA=${HERALD_DATA_DIR:-$ROOT/.data}
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+bash "$ROOT/scripts/install-deps.sh"
+[[ -x $BIN ]] || swift build -c "$CONFIG" --product herald || die "swift build failed"
+VENV=$(bash "$ROOT/scripts/langgraph-venv.sh")
+bash "$ROOT/scripts/services.sh" start
+eval "$(bash "$ROOT/scripts/services.sh" env)"
+"$BIN" migrate >/dev/null
+
+ENGINE_PID=
+HERALD_PID=
+WORK=$(mktemp -d)
+# shellcheck disable=SC2317 # the EXIT trap
+cleanup() {
+    stop_pid "$HERALD_PID"
+    stop_pid "$ENGINE_PID"
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+ENGINE_PORT=$(free_port)
+API_KEY=latency-$RANDOM$RANDOM
+# langgraph dev resolves the config's paths from, and keeps its state in, its working directory.
+cp -r "$ROOT/Tests/Engines/langgraph/." "$WORK/"
+(cd "$WORK" && TEST_ENGINE_API_KEY=$API_KEY LANGSMITH_TRACING=false LANGGRAPH_CLI_NO_ANALYTICS=1 \
+    exec "$VENV/bin/langgraph" dev --host 127.0.0.1 --port "$ENGINE_PORT" --no-browser --no-reload \
+    --config langgraph.json >"$WORK/engine.log" 2>&1) &
+ENGINE_PID=$!
+wait_healthy "langgraph dev" "http://127.0.0.1:$ENGINE_PORT/ok" "$ENGINE_PID" "$WORK/engine.log"
+
+HERALD_PORT=$(free_port)
+REDIS_URL=$REDIS_URL DATABASE_URL=$DATABASE_URL HERALD_HOST=127.0.0.1 HERALD_PORT=$HERALD_PORT \
+    PUBLIC_URL=http://127.0.0.1:$HERALD_PORT AGENT_URL=http://127.0.0.1:$ENGINE_PORT AGENT_KIND=langgraph \
+    AGENT_ASSISTANT_ID=chat AGENT_API_KEY=$API_KEY HERALD_LOG_LEVEL=warning \
+    "$BIN" serve --insecure-dev >"$WORK/herald.log" 2>&1 &
+HERALD_PID=$!
+wait_healthy "herald serve" "http://127.0.0.1:$HERALD_PORT/readyz" "$HERALD_PID" "$WORK/herald.log"
+TOKEN=$("$BIN" token --user latency --ttl 1h --insecure-dev)
+
+say "herald $CONFIG, langgraph dev $("$VENV/bin/pip" show langgraph-api 2>/dev/null | sed -n 's/^Version: //p'), $RUNS runs x $TOKENS tokens"
+python3 - "http://127.0.0.1:$HERALD_PORT" "$TOKEN" "$RUNS" "$TOKENS" <<'PY'
+import http.client, json, statistics, sys, time, urllib.parse
+
+base, token, runs, tokens = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+host = urllib.parse.urlsplit(base)
+auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+def call(method, path, body=None):
+    conn = http.client.HTTPConnection(host.hostname, host.port, timeout=30)
+    conn.request(method, path, json.dumps(body) if body is not None else None, auth)
+    response = conn.getresponse()
+    data = response.read()
+    assert 200 <= response.status < 300, (response.status, data)
+    return json.loads(data) if data else None
+
+latencies = []
+for run in range(runs):
+    thread = call("POST", "/chats", {"title": f"latency {run}"})["id"]
+    stream = http.client.HTTPConnection(host.hostname, host.port, timeout=60)
+    stream.request("GET", f"/chats/sse/{thread}", headers=auth)
+    response = stream.getresponse()
+    assert response.status == 200, response.status
+    while not response.readline().startswith(b": connected"):
+        pass
+    call("POST", f"/chats/{thread}/send", {"content": f"timestamps {tokens}"})
+    event, received = None, 0
+    while True:
+        line = response.readline().decode().rstrip("\n")
+        if line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: ") and event == "delta":
+            now = time.time_ns() // 1000
+            latencies.append((now - int(json.loads(line[6:])["delta"].strip())) / 1000)
+            received += 1
+        elif line.startswith("data: ") and event == "run_status" and json.loads(line[6:])["status"] not in ("queued", "running"):
+            break
+    stream.close()
+    assert received == tokens, f"run {run}: {received} of {tokens} deltas"
+
+latencies.sort()
+def pct(p):
+    return latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))]
+print(f"engine chunk -> Herald SSE frame, {len(latencies)} tokens: "
+      f"p50 {statistics.median(latencies):.1f} ms, p90 {pct(90):.1f} ms, p99 {pct(99):.1f} ms, max {latencies[-1]:.1f} ms")
+PY
