@@ -62,31 +62,55 @@ wait_healthy "herald serve" "http://127.0.0.1:$HERALD_PORT/readyz" "$HERALD_PID"
 TOKEN=$("$BIN" token --user latency --ttl 1h --insecure-dev)
 
 say "herald $CONFIG, langgraph dev $("$VENV/bin/pip" show langgraph-api 2>/dev/null | sed -n 's/^Version: //p'), $RUNS runs x $TOKENS tokens"
-python3 - "http://127.0.0.1:$HERALD_PORT" "$TOKEN" "$RUNS" "$TOKENS" <<'PY'
-import http.client, json, statistics, sys, time, urllib.parse
+python3 - "$HERALD_PORT" "$TOKEN" "$RUNS" "$TOKENS" "$ENGINE_PORT" "$API_KEY" <<'PY'
+import http.client, json, statistics, sys, threading, time
 
-base, token, runs, tokens = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-host = urllib.parse.urlsplit(base)
+herald_port, token, runs, tokens, engine_port, api_key = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6]
 auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
 
-def call(method, path, body=None):
-    conn = http.client.HTTPConnection(host.hostname, host.port, timeout=30)
-    conn.request(method, path, json.dumps(body) if body is not None else None, auth)
+def call(method, path, body=None, port=herald_port, headers=auth):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request(method, path, json.dumps(body) if body is not None else None, headers)
     response = conn.getresponse()
     data = response.read()
     assert 200 <= response.status < 300, (response.status, data)
     return json.loads(data) if data else None
 
-latencies = []
+def engine_reader(thread, out):
+    """Joins the run's stream on LangGraph directly, live, and times each AI chunk."""
+    headers = {"x-api-key": api_key}
+    listed = None
+    while not listed:  # Herald creates the engine's thread and run in the background: wait for them
+        time.sleep(0.01)
+        try:
+            listed = call("GET", f"/threads/{thread}/runs?limit=1", port=engine_port, headers=headers)
+        except AssertionError:
+            pass
+    conn = http.client.HTTPConnection("127.0.0.1", engine_port, timeout=60)
+    conn.request("GET", f"/threads/{thread}/runs/{listed[0]['run_id']}/stream", headers=headers)
+    response = conn.getresponse()
+    event = None
+    while line := response.readline().decode():
+        line = line.rstrip("\r\n")
+        if line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: ") and event == "messages":
+            chunk = json.loads(line[6:])[0]
+            if chunk.get("type") == "AIMessageChunk" and chunk.get("content", "").strip():
+                out.append((time.time_ns() // 1000 - int(chunk["content"].strip())) / 1000)
+
+latencies, engine_latencies = [], []
 for run in range(runs):
     thread = call("POST", "/chats", {"title": f"latency {run}"})["id"]
-    stream = http.client.HTTPConnection(host.hostname, host.port, timeout=60)
+    stream = http.client.HTTPConnection("127.0.0.1", herald_port, timeout=60)
     stream.request("GET", f"/chats/sse/{thread}", headers=auth)
     response = stream.getresponse()
     assert response.status == 200, response.status
     while not response.readline().startswith(b": connected"):
         pass
     call("POST", f"/chats/{thread}/send", {"content": f"timestamps {tokens}"})
+    engine_side = threading.Thread(target=engine_reader, args=(thread, engine_latencies))
+    engine_side.start()
     event, received = None, 0
     while True:
         line = response.readline().decode().rstrip("\n")
@@ -99,11 +123,15 @@ for run in range(runs):
         elif line.startswith("data: ") and event == "run_status" and json.loads(line[6:])["status"] not in ("queued", "running"):
             break
     stream.close()
+    engine_side.join()
     assert received == tokens, f"run {run}: {received} of {tokens} deltas"
 
-latencies.sort()
-def pct(p):
-    return latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))]
-print(f"engine chunk -> Herald SSE frame, {len(latencies)} tokens: "
-      f"p50 {statistics.median(latencies):.1f} ms, p90 {pct(90):.1f} ms, p99 {pct(99):.1f} ms, max {latencies[-1]:.1f} ms")
+def summary(name, values):
+    values = sorted(values)
+    pct = lambda p: values[min(len(values) - 1, int(p / 100 * len(values)))]
+    print(f"{name}, {len(values)} tokens: p50 {statistics.median(values):.1f} ms, p90 {pct(90):.1f} ms, "
+          f"p99 {pct(99):.1f} ms, max {values[-1]:.1f} ms")
+
+summary("engine chunk -> LangGraph's own SSE client", engine_latencies)
+summary("engine chunk -> Herald SSE client         ", latencies)
 PY

@@ -34,8 +34,11 @@ class ClockChatModel(GenericFakeChatModel):
 
     count: int = 50
     pause_seconds: float = 0.02
+    # Time for a second reader to join the run's stream live before the first token.
+    start_delay_seconds: float = 0.5
 
     def _stream(self, messages, stop=None, run_manager=None, **kwargs):
+        time.sleep(self.start_delay_seconds)
         for _ in range(self.count):
             time.sleep(self.pause_seconds)
             chunk = ChatGenerationChunk(message=AIMessageChunk(content=f"{time.time_ns() // 1000} "))
