@@ -74,12 +74,12 @@ struct TokenVerificationTests {
 
     @Test("Cache-Control max-age sets the refresh interval, bounded to 5 min … 24 h")
     func refreshInterval() {
-        #expect(RefreshTiming.interval(cacheControl: nil) == .seconds(3600))
-        #expect(RefreshTiming.interval(cacheControl: "public, max-age=7200, must-revalidate") == .seconds(7200))
-        #expect(RefreshTiming.interval(cacheControl: "max-age=10") == .seconds(300))
-        #expect(RefreshTiming.interval(cacheControl: "max-age=9999999") == .seconds(86400))
-        #expect(RefreshTiming.interval(cacheControl: "no-store") == .seconds(300))
-        #expect(RefreshTiming.interval(cacheControl: "max-age=soon") == .seconds(3600))
+        #expect(RefreshTiming.standard.interval(cacheControl: nil) == .seconds(3600))
+        #expect(RefreshTiming.standard.interval(cacheControl: "public, max-age=7200, must-revalidate") == .seconds(7200))
+        #expect(RefreshTiming.standard.interval(cacheControl: "max-age=10") == .seconds(300))
+        #expect(RefreshTiming.standard.interval(cacheControl: "max-age=9999999") == .seconds(86400))
+        #expect(RefreshTiming.standard.interval(cacheControl: "no-store") == .seconds(300))
+        #expect(RefreshTiming.standard.interval(cacheControl: "max-age=soon") == .seconds(3600))
     }
 
     @Test("unknown-kid refreshes: at most the limit within any window")
@@ -170,6 +170,47 @@ struct TokenVerificationTests {
         var parts = token.split(separator: ".").map(String.init)
         parts[1] = TestJWT.base64URL(try JSONSerialization.data(withJSONObject: claims))
         return parts.joined(separator: ".")
+    }
+
+    @Test("scheduled refreshes follow max-age: a changed key set is picked up without any token; a failure keeps the keys")
+    func scheduledRefresh() async throws {
+        let first = try TestSigningKey(.es256)
+        let second = try TestSigningKey(.eddsa)
+        let issuer = try TestIssuer(keys: [try first.jwk()], cacheControl: "max-age=0")
+        defer { issuer.stop() }
+        let http = try CurlHTTPClient(logger: Logger(label: "test"))
+        defer { http.shutdown() }
+        // The standard bounds (5 min … 24 h) shrunk to milliseconds.
+        var timing = RefreshTiming.standard
+        timing.minimumInterval = .milliseconds(50)
+        timing.retryAfterFailure = .milliseconds(50)
+        let provider = ProviderKeySet(
+            settings: IdentityProviderSettings(keySource: .jwks(url: issuer.jwksURL)), http: http, logger: Logger(label: "test"), timing: timing
+        )
+        try await provider.loadInitialKeys()
+        let scheduler = Task { try await provider.run() }
+        defer { scheduler.cancel() }
+
+        try issuer.publish([try first.jwk(), try second.jwk()])
+        #expect(await eventually { await provider.state.keys == 2 }, "the new key set was fetched on schedule")
+
+        issuer.setUp(false)
+        #expect(await eventually { await provider.state.lastRefreshError == "\(issuer.jwksURL): HTTP status 503" })
+        #expect(await provider.state.keys == 2, "the last good keys are kept")
+        _ = try await provider.keys(keyID: second.keyID, algorithm: "EdDSA")
+
+        issuer.setUp(true)
+        #expect(await eventually { await provider.state.lastRefreshError == nil }, "the next scheduled refresh succeeds")
+    }
+
+    /// Polls `condition` every 10 ms until it holds or 5 s pass.
+    private func eventually(_ condition: () async -> Bool) async -> Bool {
+        let deadline = ContinuousClock.now + .seconds(5)
+        while ContinuousClock.now < deadline {
+            if await condition() { return true }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        return await condition()
     }
 
     @Test("start-up gives up after its timeout with one line naming the URL")

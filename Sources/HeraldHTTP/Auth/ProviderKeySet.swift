@@ -27,12 +27,20 @@ public actor ProviderKeySet: Service {
     private var lastError: String?
     /// The refresh in flight; everyone who needs one meanwhile waits for it instead of starting another.
     private var refreshing: Task<Void, Never>?
-    private var unknownKeyRefreshes = RefreshBudget(limit: RefreshTiming.unknownKeyRefreshesPerWindow, window: RefreshTiming.unknownKeyWindow)
+    private var unknownKeyRefreshes: RefreshBudget
+    private let timing: RefreshTiming
 
     public init(settings: IdentityProviderSettings, http: CurlHTTPClient, logger: Logger) {
+        self.init(settings: settings, http: http, logger: logger, timing: .standard)
+    }
+
+    /// With other timing: tests shorten the intervals to see scheduled refreshes happen.
+    init(settings: IdentityProviderSettings, http: CurlHTTPClient, logger: Logger, timing: RefreshTiming) {
         self.settings = settings
         self.http = http
         self.logger = logger
+        self.timing = timing
+        self.unknownKeyRefreshes = RefreshBudget(limit: timing.unknownKeyRefreshesPerWindow, window: timing.unknownKeyWindow)
     }
 
     /// Start-up: retries until a key set is loaded or `settings.startupTimeoutSeconds` pass, then throws a
@@ -45,7 +53,7 @@ public actor ProviderKeySet: Service {
             // Never zero: the HTTP client reads a zero timeout as none.
             let remaining = max(deadline - .now, .milliseconds(100))
             do {
-                try await fetch(timeout: min(remaining, RefreshTiming.requestTimeout))
+                try await fetch(timeout: min(remaining, timing.requestTimeout))
                 return
             } catch {
                 guard ContinuousClock.now + pause < deadline else {
@@ -123,10 +131,10 @@ public actor ProviderKeySet: Service {
 
     private func refreshOnce() async {
         do {
-            try await fetch(timeout: RefreshTiming.requestTimeout)
+            try await fetch(timeout: timing.requestTimeout)
         } catch {
             lastError = error.description
-            refreshDue = .now + RefreshTiming.retryAfterFailure
+            refreshDue = .now + timing.retryAfterFailure
             refreshFailures.increment()
             logger.warning("identity provider keys not refreshed; keeping the last good ones", metadata: ["error": "\(error)"])
         }
@@ -154,7 +162,7 @@ public actor ProviderKeySet: Service {
         current = parsed
         fetchedAt = .now
         lastError = nil
-        refreshDue = .now + RefreshTiming.interval(cacheControl: response.header("Cache-Control"))
+        refreshDue = .now + timing.interval(cacheControl: response.header("Cache-Control"))
         logger.info(
             "identity provider keys loaded",
             metadata: ["url": "\(url)", "kids": "\(parsed.keyIDs.sorted().joined(separator: ","))", "skipped": "\(parsed.skipped)"]
@@ -208,18 +216,20 @@ extension IdentityProviderSettings.KeySource {
 }
 
 /// How often keys are fetched.
-enum RefreshTiming {
-    static let minimumInterval = Duration.seconds(300)
-    static let maximumInterval = Duration.seconds(86400)
+struct RefreshTiming: Sendable {
+    var minimumInterval = Duration.seconds(300)
+    var maximumInterval = Duration.seconds(86400)
     /// When the provider sends no `max-age`.
-    static let defaultInterval = Duration.seconds(3600)
-    static let retryAfterFailure = Duration.seconds(30)
-    static let requestTimeout = Duration.seconds(5)
-    static let unknownKeyRefreshesPerWindow = 3
-    static let unknownKeyWindow = Duration.seconds(60)
+    var defaultInterval = Duration.seconds(3600)
+    var retryAfterFailure = Duration.seconds(30)
+    var requestTimeout = Duration.seconds(5)
+    var unknownKeyRefreshesPerWindow = 3
+    var unknownKeyWindow = Duration.seconds(60)
+
+    static let standard = RefreshTiming()
 
     /// The provider's `max-age`, bounded; `no-cache`/`no-store` or a zero age mean the minimum.
-    static func interval(cacheControl: String?) -> Duration {
+    func interval(cacheControl: String?) -> Duration {
         guard let cacheControl else { return defaultInterval }
         var seconds: Int?
         for directive in cacheControl.lowercased().split(separator: ",") {
