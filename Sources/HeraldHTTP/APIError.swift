@@ -35,9 +35,16 @@ public struct APIError: Error, HTTPResponseError {
 
     static func badRequest(_ message: String) -> APIError { APIError(.badRequest, "malformed_request", message) }
     static func invalid(_ message: String) -> APIError { APIError(.unprocessableContent, "invalid_request", message) }
+    /// No credentials: RFC 6750 §3.1 says the challenge then carries no error code.
     static func unauthorized(_ message: String) -> APIError {
         var error = APIError(.unauthorized, "unauthorized", message)
         error.headers[.wwwAuthenticate] = "Bearer"
+        return error
+    }
+    /// A token that was refused (RFC 6750 §3.1 `invalid_token`); `description` never holds quotes or backslashes.
+    static func invalidToken(_ description: String) -> APIError {
+        var error = APIError(.unauthorized, "unauthorized", description)
+        error.headers[.wwwAuthenticate] = #"Bearer error="invalid_token", error_description="\#(description)""#
         return error
     }
     static func notFound(_ what: String) -> APIError { APIError(.notFound, "not_found", "\(what) not found") }

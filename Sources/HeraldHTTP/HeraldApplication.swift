@@ -41,7 +41,16 @@ public enum HeraldApplication {
             store: store, publisher: publisher, http: http, adapter: adapter, jobs: jobs, configuration: configuration, logger: logger
         )
         let rateLimiter = SendRateLimiter(redis: redis, prefix: configuration.channelPrefix, perMinute: configuration.sendsPerMinute)
-        let userTokens = await UserTokens(secret: configuration.jwtSecret ?? UserTokens.developmentSecret)
+        var providerKeys: ProviderKeySet?
+        if let settings = configuration.identityProvider {
+            let keys = ProviderKeySet(settings: settings, http: http, logger: logger)
+            try await keys.loadInitialKeys()
+            providerKeys = keys
+        }
+        let userTokens = await UserTokens(
+            secret: configuration.jwtSecret ?? (configuration.developmentMode ? UserTokens.developmentSecret : nil),
+            provider: providerKeys, leewaySeconds: configuration.jwtLeewaySeconds
+        )
         let signatures = configuration.webhookSecrets.isEmpty ? nil : try StandardWebhooks(secrets: configuration.webhookSecrets)
         let sweepInterval = Duration.milliseconds(Int64(min(1000, max(50, configuration.runTimeoutSeconds * 250))))
 
@@ -52,18 +61,22 @@ public enum HeraldApplication {
         ChatRoutes(coordinator: coordinator, rateLimiter: rateLimiter, configuration: configuration).register(on: chats)
         StreamRoute(store: store, hub: hub, replayer: replayer, configuration: configuration).register(on: chats)
         WebhookRoute(coordinator: coordinator, signatures: signatures, configuration: configuration).register(on: router)
-        OperationsRoutes(store: store, redis: redis, hub: hub, streamJoins: coordinator.streamJoins, registry: registry).register(on: router)
+        OperationsRoutes(
+            store: store, redis: redis, hub: hub, streamJoins: coordinator.streamJoins, registry: registry, providerKeys: providerKeys
+        ).register(on: router)
 
+        // Shut down in reverse order: the server first (streams end), then these, the clients last.
+        var services: [any Service] = [
+            ClientsShutdown(redis: redis, pool: pool, http: http),
+            hub,
+            jobs,
+            RunSweeper(coordinator: coordinator, interval: sweepInterval),
+        ]
+        if let providerKeys { services.append(providerKeys) }
         return Application(
             router: router,
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "herald"),
-            // Shut down in reverse order: the server first (streams end), then these, the clients last.
-            services: [
-                ClientsShutdown(redis: redis, pool: pool, http: http),
-                hub,
-                jobs,
-                RunSweeper(coordinator: coordinator, interval: sweepInterval),
-            ],
+            services: services,
             logger: logger
         )
     }

@@ -11,12 +11,21 @@ struct OperationsRoutes {
     let hub: FanoutHub
     let streamJoins: EngineStreamJoins?
     let registry: PrometheusCollectorRegistry
+    /// The identity provider's keys, when tokens from one are accepted.
+    let providerKeys: ProviderKeySet?
 
     struct Health: Encodable {
         let status: String
         var redis: String?
         var postgres: String?
         var subscriber: String?
+        /// Informational: stale keys still verify, so they do not make the node unready.
+        var signingKeys: ProviderKeySet.State?
+
+        enum CodingKeys: String, CodingKey {
+            case status, redis, postgres, subscriber
+            case signingKeys = "signing_keys"
+        }
     }
 
     func register(on router: Router<HeraldRequestContext>) {
@@ -33,7 +42,7 @@ struct OperationsRoutes {
         let health = Health(
             status: redisUp && postgresUp && subscriberUp ? "ok" : "unavailable",
             redis: redisUp ? "ok" : "unavailable", postgres: postgresUp ? "ok" : "unavailable",
-            subscriber: subscriberUp ? "ok" : "reconnecting"
+            subscriber: subscriberUp ? "ok" : "reconnecting", signingKeys: await providerKeys?.state
         )
         return try JSONResponse.make(health.status == "ok" ? .ok : .serviceUnavailable, health)
     }

@@ -56,7 +56,7 @@ struct Serve: AsyncParsableCommand {
         let logger = makeLogger("herald")
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
-        if configuration.jwtSecret == nil {
+        if configuration.jwtSecret == nil, configuration.developmentMode {
             logger.critical(
                 """
                 INSECURE DEVELOPMENT MODE: user tokens are signed with a published secret; anyone can act as any user. \

@@ -1,5 +1,6 @@
 import CurlClient
 import Foundation
+import HeraldTestSupport
 import Logging
 import Testing
 

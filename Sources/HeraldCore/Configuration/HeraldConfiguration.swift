@@ -39,8 +39,13 @@ public struct HeraldConfiguration: Sendable {
     public var streamQueueMaxBytes: Int
     /// Attempts to deliver a run to the engine before the run is marked failed.
     public var agentMaxAttempts: Int
-    /// HS256 secret of user tokens. Nil only in development mode, which then uses a published secret.
+    /// HS256 secret of user tokens. Nil in development mode (which then uses a published secret) or when
+    /// an identity provider signs every user token.
     public var jwtSecret: String?
+    /// Verification of tokens from an identity provider (JWKS); nil when only HS256 tokens are accepted.
+    public var identityProvider: IdentityProviderSettings?
+    /// Clock skew tolerated when checking a token's `exp`, `nbf` and `iat`.
+    public var jwtLeewaySeconds: Int
     /// Explicitly insecure local development: no JWT secret needed (tokens are signed with a known one).
     public var developmentMode: Bool
     /// Standard Webhooks secrets (`whsec_…`); several while rotating. Empty: only callback tokens are accepted.
@@ -77,6 +82,8 @@ public struct HeraldConfiguration: Sendable {
         streamQueueMaxBytes: Int = 4 << 20,
         agentMaxAttempts: Int = 5,
         jwtSecret: String? = nil,
+        identityProvider: IdentityProviderSettings? = nil,
+        jwtLeewaySeconds: Int = 60,
         developmentMode: Bool = false,
         webhookSecrets: [String] = [],
         corsOrigins: [String] = [],
@@ -108,6 +115,8 @@ public struct HeraldConfiguration: Sendable {
         self.streamQueueMaxBytes = streamQueueMaxBytes
         self.agentMaxAttempts = agentMaxAttempts
         self.jwtSecret = jwtSecret
+        self.identityProvider = identityProvider
+        self.jwtLeewaySeconds = jwtLeewaySeconds
         self.developmentMode = developmentMode
         self.webhookSecrets = webhookSecrets
         self.corsOrigins = corsOrigins
@@ -164,10 +173,15 @@ extension HeraldConfiguration {
         if let secret = configuration.jwtSecret, secret.utf8.count < 32 {
             throw ConfigurationError(variable: "HERALD_JWT_SECRET", reason: "must be at least 32 bytes, got \(secret.utf8.count)")
         }
-        if configuration.jwtSecret == nil, !configuration.developmentMode {
+        configuration.identityProvider = try IdentityProviderSettings.fromEnvironment(reader)
+        configuration.jwtLeewaySeconds = try reader.integer("HERALD_JWT_LEEWAY_SECONDS", default: defaults.jwtLeewaySeconds, range: 0...3600)
+        if configuration.jwtSecret == nil, configuration.identityProvider == nil, !configuration.developmentMode {
             throw ConfigurationError(
                 variable: "HERALD_JWT_SECRET",
-                reason: "is required (set HERALD_INSECURE_DEV=1 or pass --insecure-dev for local development only)"
+                reason: """
+                    is required unless HERALD_JWT_ISSUER or HERALD_JWT_JWKS_URL is set \
+                    (set HERALD_INSECURE_DEV=1 or pass --insecure-dev for local development only)
+                    """
             )
         }
         if let secrets = try reader.optionalString("HERALD_WEBHOOK_SECRET") {
@@ -217,7 +231,7 @@ extension HeraldConfiguration {
     }
 }
 
-private struct EnvironmentReader {
+struct EnvironmentReader {
     let environment: [String: String]
 
     private func value(_ name: String) -> String? {

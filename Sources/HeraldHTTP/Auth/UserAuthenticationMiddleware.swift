@@ -10,8 +10,11 @@ struct UserAuthenticationMiddleware: RouterMiddleware {
         guard let token = Self.token(in: request) else {
             throw APIError.unauthorized("a bearer token is required")
         }
-        guard let user = await tokens.user(fromToken: token) else {
-            throw APIError.unauthorized("the token is invalid or expired")
+        let user: String
+        do {
+            user = try await tokens.user(fromToken: token)
+        } catch {
+            throw APIError.invalidToken(error.description)
         }
         var context = context
         context.user = user

@@ -97,6 +97,8 @@ final class Stack: Sendable {
                 "HERALD_LOG_LEVEL": "debug",
                 "HERALD_JWT_SECRET": jwtSecret,
                 "HERALD_WEBHOOK_SECRET": webhookSecret,
+                // No clock-skew allowance, so a token minted for 1 s is refused a moment later.
+                "HERALD_JWT_LEEWAY_SECONDS": "0",
             ]
             env.merge(environment) { _, override in override }
             let process = try ChildProcess.start(herald, ["serve"], environment: env)

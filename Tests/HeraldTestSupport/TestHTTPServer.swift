@@ -10,19 +10,19 @@ import Darwin
 /// `Connection: close` after every response.
 ///
 /// `@unchecked Sendable`: the mutable state is guarded by `lock`; the listening descriptor is set in `init`.
-final class TestHTTPServer: @unchecked Sendable {
-    struct Request: Sendable {
-        var method: String
-        var path: String
-        var headers: [(name: String, value: String)]
-        var body: [UInt8]
+public final class TestHTTPServer: @unchecked Sendable {
+    public struct Request: Sendable {
+        public var method: String
+        public var path: String
+        public var headers: [(name: String, value: String)]
+        public var body: [UInt8]
 
-        func header(_ name: String) -> String? {
+        public func header(_ name: String) -> String? {
             headers.first { $0.name.lowercased() == name.lowercased() }?.value
         }
     }
 
-    enum Reply: Sendable {
+    public enum Reply: Sendable {
         /// Answers after `delay`.
         case respond(status: Int, headers: [(name: String, value: String)] = [], body: [UInt8] = [], delay: Duration = .zero)
         /// Never answers: holds the connection until the client closes it.
@@ -33,16 +33,17 @@ final class TestHTTPServer: @unchecked Sendable {
     }
 
     /// Lets a streamed reply's pieces through one at a time, when the test says so.
-    final class Gate: Sendable {
+    public final class Gate: Sendable {
         private let semaphore = DispatchSemaphore(value: 0)
-        func open() { semaphore.signal() }
+        public init() {}
+        public func open() { semaphore.signal() }
         fileprivate func pass() { semaphore.wait() }
     }
 
     /// Gets each request with its 0-based arrival index.
-    typealias Handler = @Sendable (Request, Int) -> Reply
+    public typealias Handler = @Sendable (Request, Int) -> Reply
 
-    let port: Int
+    public let port: Int
     private let listener: Int32
     private let handler: Handler
     private let lock = NSLock()
@@ -52,7 +53,7 @@ final class TestHTTPServer: @unchecked Sendable {
     private var _clientClosedHangs = 0
     private var _stopped = false
 
-    init(handler: @escaping Handler) throws {
+    public init(handler: @escaping Handler) throws {
         self.handler = handler
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw ServerError.socket(errno) }
@@ -77,15 +78,15 @@ final class TestHTTPServer: @unchecked Sendable {
         Thread.detachNewThread { [self] in acceptLoop() }
     }
 
-    enum ServerError: Error { case socket(Int32) }
+    public enum ServerError: Error { case socket(Int32) }
 
-    var url: String { "http://127.0.0.1:\(port)" }
-    var requests: [Request] { lock.withLock { _requests } }
-    var maxConcurrentConnections: Int { lock.withLock { _maxOpen } }
+    public var url: String { "http://127.0.0.1:\(port)" }
+    public var requests: [Request] { lock.withLock { _requests } }
+    public var maxConcurrentConnections: Int { lock.withLock { _maxOpen } }
     /// `.hang` connections the client closed.
-    var clientClosedHangs: Int { lock.withLock { _clientClosedHangs } }
+    public var clientClosedHangs: Int { lock.withLock { _clientClosedHangs } }
 
-    func stop() {
+    public func stop() {
         let first = lock.withLock {
             defer { _stopped = true }
             return !_stopped
@@ -196,14 +197,4 @@ final class TestHTTPServer: @unchecked Sendable {
             offset += n
         }
     }
-}
-
-/// Polls `condition` every 10 ms until it holds or `timeout` passes.
-func eventually(within timeout: Duration = .seconds(3), _ condition: () -> Bool) async -> Bool {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if condition() { return true }
-        try? await Task.sleep(for: .milliseconds(10))
-    }
-    return condition()
 }
