@@ -86,7 +86,7 @@ struct WebhookRoute {
             return .signed(deliveryID: id ?? "")
         }
         if let token = request.uri.queryParameters.get("token").map({ String($0) }), let run = runIDFromURL,
-           let grant = try await store.callbackGrant(run: run), let hash = grant.tokenHash,
+           let grant = try await coordinator.callbackGrant(run: run), let hash = grant.tokenHash,
            CallbackToken.matches(token, storedHash: hash) {
             guard grant.acceptsResults else { throw APIError.unauthorized("the callback token expired with its run") }
             return .callbackToken(run: run, thread: grant.thread)

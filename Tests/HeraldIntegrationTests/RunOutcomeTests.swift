@@ -108,6 +108,37 @@ struct RunOutcomeTests {
     }
 }
 
+@Suite("deltas without a database read", .timeLimit(.minutes(3)))
+struct OpenRunDeltaTests {
+    @Test("a delta after the run's final frames is ignored on every node, even one that still takes the run for open")
+    func deltaAfterFinalOnAnotherNode() async throws {
+        try await withStack(nodes: 2) { stack in
+            let nodeA = stack.api(node: 0), nodeB = stack.api(node: 1)
+            let thread = try await nodeA.createThread()
+            let stream = try await nodeA.openStream(thread)
+            try await stream.waitForComment(containing: "connected")
+            // Node A created the run (the demo agent never answers this one), so it knows the run is open.
+            let sent = try await nodeA.send(thread, "[[silent]] stays open")
+            #expect(nodeA.outcome(try await nodeA.delta(run: sent.run, index: 0, "first ")) == "accepted")
+            // The result reaches node B; node A hears nothing of it.
+            #expect(nodeB.outcome(try await nodeB.webhook(["run_id": sent.run, "event": "completed", "content": "first done"])) == "accepted")
+            // A late delta reaches node A, which still takes the run for open: Redis refuses it.
+            #expect(nodeA.outcome(try await nodeA.delta(run: sent.run, index: 1, "late")) == "ignored")
+            #expect(nodeA.outcome(try await nodeA.delta(run: sent.run, index: 0, "first ")) == "ignored")
+
+            // On the stream: the delta, the final message and status, and nothing after them.
+            let events = try await stream.waitForEvents(count: 6)
+            // (`running` comes when the engine accepted the run, before or after the first delta.)
+            #expect(events.map(\.type).sorted() == ["delta", "message_update", "message_update", "run_status", "run_status", "run_status"])
+            #expect(events.suffix(2).map(\.type) == ["message_update", "run_status"])
+            #expect(events.last?.object["status"] as? String == "completed")
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(stream.events.count == 6, "\(stream.events.map(\.type))")
+            #expect(!stream.events.contains { $0.type == "delta" && $0.object["index"] as? Int == 1 })
+        }
+    }
+}
+
 @Suite("outbox recovery", .timeLimit(.minutes(3)))
 struct OutboxRecoveryTests {
     @Test("a final run whose publisher died after claiming it is published by the sweeper once the claim expires")

@@ -25,7 +25,8 @@ extension RedisClient {
 
 /// Publishes frames with one atomic script per call: each body is appended to the thread's capped log
 /// (`XADD MAXLEN ~`), whose entry id becomes the frame's `id:`, and the complete frame is `PUBLISH`ed.
-/// The log's TTL is refreshed by the same script.
+/// The log's TTL is refreshed by the same script. The frames that end a run also close its delta index set
+/// (`final` member), in the same script: from then on no delta of the run is published, whichever node gets it.
 public struct FramePublisher: Sendable {
     static let publishScript = RedisScript(
         """
@@ -36,14 +37,20 @@ public struct FramePublisher: Sendable {
           ids[#ids + 1] = id
         end
         redis.call('EXPIRE', KEYS[2], ARGV[2])
+        if KEYS[3] then
+          redis.call('SADD', KEYS[3], 'final')
+          redis.call('EXPIRE', KEYS[3], ARGV[2])
+        end
         return ids
         """
     )
 
     /// A delta is published once per (run, index): the index set makes repeated deliveries no-ops. A delta
-    /// without an index gets the next free one. Returns false for a repeat.
+    /// without an index gets the next free one. Returns nil for a repeat, `ended` once the run's final frames
+    /// are out, else the frame's id.
     static let deltaScript = RedisScript(
         """
+        if redis.call('SISMEMBER', KEYS[3], 'final') == 1 then return 'ended' end
         local index = ARGV[3]
         if index == '' then
           index = tostring(redis.call('SCARD', KEYS[3]))
@@ -71,18 +78,28 @@ public struct FramePublisher: Sendable {
         self.logTTLSeconds = logTTLSeconds
     }
 
+    /// Publishes `events` in order. `endingRun`: these are the run's final frames; no delta of it follows them.
     @discardableResult
-    public func publish(_ events: [StreamEvent], thread: UUID) async throws(DependencyUnavailable) -> [StreamID] {
+    public func publish(_ events: [StreamEvent], thread: UUID, endingRun: UUID? = nil) async throws(DependencyUnavailable) -> [StreamID] {
         var arguments: [RedisArgument] = [.string(String(logMaxLength)), .string(String(logTTLSeconds))]
         for event in events {
             arguments.append(.bytes(ByteBuffer(bytes: FrameEncoder.body(of: event))))
         }
-        let reply = try await run(Self.publishScript, thread: thread, extraKeys: [], arguments: arguments)
+        let extraKeys = endingRun.map { [keys.deltaIndexes(thread, run: $0)] } ?? []
+        let reply = try await run(Self.publishScript, thread: thread, extraKeys: extraKeys, arguments: arguments)
         return (reply.array ?? []).compactMap { $0.string.flatMap(StreamID.init) }
     }
 
-    /// Publishes a token delta unless this (run, index) was published before; returns whether it was.
-    public func publishDelta(_ delta: StreamEvent.Delta, index: Int?) async throws(DependencyUnavailable) -> Bool {
+    public enum DeltaOutcome: Sendable, Equatable {
+        case published
+        /// This (run, index) was published before.
+        case duplicate
+        /// The run's final frames are out already.
+        case runEnded
+    }
+
+    /// Publishes a token delta unless this (run, index) was published before or the run has ended.
+    public func publishDelta(_ delta: StreamEvent.Delta, index: Int?) async throws(DependencyUnavailable) -> DeltaOutcome {
         // The body is split around the index so the script can fill in an index it assigns itself.
         let marker = 987_654_321_987
         var template = delta
@@ -102,7 +119,11 @@ public struct FramePublisher: Sendable {
             Self.deltaScript, thread: delta.threadID,
             extraKeys: [keys.deltaIndexes(delta.threadID, run: delta.runID)], arguments: arguments
         )
-        return reply != .null
+        switch reply.string {
+        case nil: return .duplicate
+        case "ended": return .runEnded
+        default: return .published
+        }
     }
 
     private func run(

@@ -174,7 +174,7 @@ public final class EngineStreamJoins: Sendable {
 
     private func publish(_ text: String, index: Int, of run: AgentRunRequest) async throws {
         let delta = StreamEvent.Delta(threadID: run.thread, runID: run.run, messageID: run.assistantMessageID, index: index, delta: text)
-        if try await publisher.publishDelta(delta, index: index) {
+        if try await publisher.publishDelta(delta, index: index) == .published {
             Counter(label: "herald_agent_stream_deltas_total").increment()
         }
     }

@@ -16,6 +16,8 @@ public final class RunCoordinator: Sendable {
     private let runTimeoutSeconds: Double
     /// Live tokens of engines that stream runs instead of posting deltas; nil when streaming is off.
     public let streamJoins: EngineStreamJoins?
+    /// Open runs this node knows: a delta, or a callback token check, needs no PostgreSQL read.
+    private let openRuns: OpenRunCache
     private let logger: Logger
 
     public init(
@@ -36,6 +38,7 @@ public final class RunCoordinator: Sendable {
                 runTimeoutSeconds: configuration.runTimeoutSeconds, logger: logger
             )
             : nil
+        self.openRuns = OpenRunCache(capacity: 65_536, lifetime: .seconds(configuration.runTimeoutSeconds))
         self.logger = logger
     }
 
@@ -62,6 +65,7 @@ public final class RunCoordinator: Sendable {
             throw error
         }
         Counter(label: "herald_sends_total").increment()
+        openRuns.remember(run.id, .init(thread: thread, assistantMessageID: run.assistantMessageID, callbackTokenHash: token.hash))
         let request = AgentRunRequest(
             thread: thread, run: run.id, assistantMessageID: run.assistantMessageID, userMessage: message,
             callbackURL: "\(callbackBase)/webhook/chat-response?run_id=\(run.id.text)&token=\(token.value)"
@@ -128,16 +132,49 @@ public final class RunCoordinator: Sendable {
             let run = try await resolve(reference)
             return try await finish(runID: run.id, status: status, reply: reply, error: error)
         case .delta(let reference, let index, let text):
-            let run = try await resolve(reference)
-            guard !run.status.isFinal else { return .ignored }
-            let delta = StreamEvent.Delta(threadID: run.threadID, runID: run.id, messageID: run.assistantMessageID, index: index ?? 0, delta: text)
-            return try await publisher.publishDelta(delta, index: index) ? .accepted : .duplicate
+            guard let (runID, run) = try await openRun(reference) else { return .ignored }
+            let delta = StreamEvent.Delta(threadID: run.thread, runID: runID, messageID: run.assistantMessageID, index: index ?? 0, delta: text)
+            switch try await publisher.publishDelta(delta, index: index) {
+            case .published: return .accepted
+            case .duplicate: return .duplicate
+            case .runEnded:
+                openRuns.forget(runID)
+                return .ignored
+            }
         case .status(let reference, let status):
             let run = try await resolve(reference)
             guard status == .running, try await store.markRunning(run.id, engineRunID: reference.engineRunID) else { return .ignored }
             try await publisher.publish([.runStatus(.init(threadID: run.threadID, runID: run.id, status: .running))], thread: run.threadID)
             return .accepted
         }
+    }
+
+    /// The open run a delta is for: from memory when this node knows it, else from PostgreSQL (nil: it has ended).
+    private func openRun(_ reference: RunReference) async throws -> (UUID, OpenRunCache.Run)? {
+        if let id = reference.runID, let known = openRuns.run(id) {
+            if let thread = reference.threadID, thread != known.thread, reference.engineRunID == nil {
+                throw WebhookDecodingError.invalid("thread_id does not match the run's thread")
+            }
+            return (id, known)
+        }
+        let run = try await resolve(reference)
+        guard !run.status.isFinal else { return nil }
+        let open = OpenRunCache.Run(thread: run.threadID, assistantMessageID: run.assistantMessageID)
+        openRuns.remember(run.id, open)
+        return (run.id, open)
+    }
+
+    /// What a callback token is checked against (see `ChatStore.callbackGrant`), from memory for runs this node
+    /// knows to be open.
+    public func callbackGrant(run: UUID) async throws -> (tokenHash: String?, thread: UUID, acceptsResults: Bool)? {
+        if let known = openRuns.run(run), let hash = known.callbackTokenHash {
+            return (hash, known.thread, true)
+        }
+        guard let grant = try await store.callbackGrant(run: run) else { return nil }
+        if grant.isOpen {
+            openRuns.remember(run, .init(thread: grant.thread, assistantMessageID: grant.assistantMessageID, callbackTokenHash: grant.tokenHash))
+        }
+        return (grant.tokenHash, grant.thread, grant.acceptsResults)
     }
 
     private func resolve(_ reference: RunReference) async throws -> ChatRun {
@@ -160,6 +197,7 @@ public final class RunCoordinator: Sendable {
         let outcome: WebhookOutcome
         let run: ChatRun, message: ChatMessage?
         let result = try await store.finalize(run: runID, status: status, reply: reply, error: error)
+        openRuns.forget(runID)
         // No delta may follow the final message: this node's join of the run ends before the final frames go out.
         await streamJoins?.stop(runID)
         switch result {
@@ -190,7 +228,7 @@ public final class RunCoordinator: Sendable {
         }
         events.append(.runStatus(.init(threadID: run.threadID, runID: run.id, status: run.status)))
         do {
-            try await publisher.publish(events, thread: run.threadID)
+            try await publisher.publish(events, thread: run.threadID, endingRun: run.id)
         } catch {
             try? await store.releasePublication(run: run.id)
             throw error
@@ -217,6 +255,7 @@ public final class RunCoordinator: Sendable {
         do {
             for run in try await store.expireOverdueRuns() {
                 countFinished(run)
+                openRuns.forget(run.id)
                 await streamJoins?.stop(run.id)
                 try await publishFinal(run, message: nil)
             }

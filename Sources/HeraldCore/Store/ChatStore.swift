@@ -269,16 +269,27 @@ public struct ChatStore: Sendable {
 
     /// What a callback token is checked against: the stored hash, and whether the run can still take results
     /// (open, or final but not yet on the stream, so the engine's retry after a 503 still gets through).
-    public func callbackGrant(run: UUID) async throws -> (tokenHash: String?, thread: UUID, acceptsResults: Bool)? {
+    public struct CallbackGrant: Sendable {
+        public let tokenHash: String?
+        public let thread: UUID
+        public let assistantMessageID: UUID
+        public let isOpen: Bool
+        public let acceptsResults: Bool
+    }
+
+    public func callbackGrant(run: UUID) async throws -> CallbackGrant? {
         guard let row = try await pool.query(
             """
-            SELECT callback_token_hash, thread_id,
+            SELECT callback_token_hash, thread_id, assistant_message_id, status IN ('queued', 'running') AS open,
                    (status IN ('queued', 'running') OR NOT final_published) AS accepts
             FROM runs WHERE id = $1::uuid
             """,
             [run.text]
         ).rows.first else { return nil }
-        return (row["callback_token_hash"], try SQL.uuid(row, "thread_id"), row["accepts"] == "t")
+        return CallbackGrant(
+            tokenHash: row["callback_token_hash"], thread: try SQL.uuid(row, "thread_id"),
+            assistantMessageID: try SQL.uuid(row, "assistant_message_id"), isOpen: row["open"] == "t", acceptsResults: row["accepts"] == "t"
+        )
     }
 
     /// Whether a Standard Webhooks delivery id was already processed.
