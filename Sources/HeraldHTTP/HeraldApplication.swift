@@ -49,6 +49,7 @@ public enum HeraldApplication {
         StreamRoute(store: store, hub: hub, replayer: replayer, configuration: configuration).register(on: chats)
         WebhookRoute(coordinator: coordinator, signatures: signatures, configuration: configuration).register(on: router)
         OperationsRoutes(store: store, redis: redis, hub: hub, registry: registry).register(on: router)
+        PageRoutes(userTokens: userTokens, configuration: configuration).register(on: router)
 
         return Application(
             router: router,
