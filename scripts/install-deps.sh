@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Herald needs to build, test and run, and only those
 # that are missing: the C libraries it links (hiredis, libcurl, libpq), pkg-config
-# (SwiftPM finds hiredis and libpq through it), and the Redis and PostgreSQL server
-# binaries that `make run` and the tests start themselves.
+# (SwiftPM finds hiredis and libpq through it), the Redis and PostgreSQL server
+# binaries that `make run` and the tests start themselves, and headless Chromium
+# with chromedriver, which the chat page's tests drive.
 #
 # Silent when everything is there; `apt-get update` runs only when something is
 # missing. The Debian-managed redis/postgresql services are not started: our own
@@ -26,6 +27,8 @@ command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 { command -v redis-server && command -v redis-cli; } >/dev/null 2>&1 || missing+=(redis-server)
 have_pg_server || missing+=(postgresql)
 command -v curl >/dev/null 2>&1 || missing+=(curl)   # scripts/run.sh polls /healthz with it
+have_pkg chromium        || missing+=(chromium)
+have_pkg chromium-driver || missing+=(chromium-driver)
 
 if ((${#missing[@]})); then
     echo "install-deps: installing ${missing[*]}" >&2
