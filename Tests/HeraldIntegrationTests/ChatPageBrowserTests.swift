@@ -8,12 +8,16 @@ import Testing
 struct ChatPageBrowserTests {
     /// Development mode (sign-in by name); heartbeats every second, so a stale stream shows within 2 s; the
     /// demo agent paced so that a reply takes long enough to reload the page in the middle of it.
-    static func withChatPage<T>(nodes: Int = 1, _ body: (Stack, ChromeDriver) async throws -> T) async throws -> T {
+    static func withChatPage<T>(
+        nodes: Int = 1, agent: Stack.Agent = .demo, environment: [String: String] = [:], tokenDelayMs: Int = 60,
+        _ body: (Stack, ChromeDriver) async throws -> T
+    ) async throws -> T {
         let driver = try await ChromeDriver.start()
         defer { driver.stop() }
-        var environment = ChatPageHTTPTests.developmentMode
-        environment["HERALD_HEARTBEAT_SECONDS"] = "1"
-        return try await withStack(nodes: nodes, environment: environment, tokenDelayMs: 60) { stack in
+        var settings = ChatPageHTTPTests.developmentMode
+        settings["HERALD_HEARTBEAT_SECONDS"] = "1"
+        settings.merge(environment) { _, override in override }
+        return try await withStack(nodes: nodes, agent: agent, environment: settings, tokenDelayMs: tokenDelayMs) { stack in
             try await body(stack, driver)
         }
     }
@@ -142,6 +146,54 @@ struct ChatPageBrowserTests {
                 "the whole conversation, in order"
             )
             try await eventually("run completed") { try await browser.text("#run-status") == "completed" }
+            await browser.quit()
+        }
+    }
+
+    @Test("frames lost while the node stalled (log trimmed): resync, the page refetches the thread")
+    func resyncRefetches() async throws {
+        // A log of a few frames, trimmed by a long reply; tokens come fast so that the reply is quick.
+        try await Self.withChatPage(nodes: 2, environment: ["HERALD_LOG_MAXLEN": "5"], tokenDelayMs: 1) { stack, driver in
+            let browser = try await driver.newBrowser()
+            try await browser.signIn(as: "alice", at: stack.url)
+            let thread = try await browser.createThread("resync")
+            try await browser.waitForConnection("connected")
+            try await browser.send("first")
+            try await browser.waitForMessages(Self.conversation(["first"]), "the first exchange")
+
+            stack.node.process.signal(SIGSTOP)
+            try await browser.waitForConnection("reconnecting", timeout: .seconds(10))
+            // `MAXLEN ~` trims whole radix-tree nodes (about 100 entries): a reply of 300 tokens is sure to trim.
+            let otherNode = API(stack.nodes[1].url, token: try await browser.token())
+            let long = Self.longMessage(words: 300)
+            _ = try await otherNode.send(thread, long)
+            try await eventually(timeout: .seconds(20), "the long reply stored") { try await otherNode.messages(thread).count == 4 }
+            stack.node.process.signal(SIGCONT)
+
+            try await browser.waitForConnection("connected", timeout: .seconds(15))
+            try await browser.waitForMessages(Self.conversation(["first", long]), "the thread as stored", timeout: .seconds(15))
+            await browser.quit()
+        }
+    }
+
+    @Test("a failed run: status failed, its error on the message; offline and back")
+    func failedRunAndOffline() async throws {
+        try await Self.withChatPage(agent: .unreachable, environment: ["HERALD_AGENT_MAX_ATTEMPTS": "1"]) { stack, driver in
+            let browser = try await driver.newBrowser()
+            try await browser.signIn(as: "alice", at: stack.url)
+            _ = try await browser.createThread("no engine")
+            try await browser.waitForConnection("connected")
+            try await browser.send("anyone there?")
+            try await eventually(timeout: .seconds(15), "run failed") { try await browser.text("#run-status") == "failed" }
+            try await eventually("the error on the message") {
+                let messages = try await browser.messages()
+                return messages.count == 1 && messages[0].error.hasPrefix("Run failed: ") && messages[0].error.hasSuffix("(agent_unreachable)")
+            }
+
+            try await browser.setOffline(true)
+            try await browser.waitForConnection("offline")
+            try await browser.setOffline(false)
+            try await browser.waitForConnection("connected", timeout: .seconds(15))
             await browser.quit()
         }
     }

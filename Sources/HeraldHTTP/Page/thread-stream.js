@@ -154,7 +154,9 @@ export class ThreadStream {
   }
 
   #wentOnline = () => {
-    if (!this.#stopped && this.#source?.readyState !== EventSource.OPEN) this.#connect();
+    if (this.#stopped) return;
+    if (this.#source?.readyState === EventSource.OPEN) this.#setState("connected");
+    else this.#connect();
   };
 
   #wentOffline = () => this.#setState("offline");

@@ -136,6 +136,12 @@ struct Browser: Sendable {
         try await call("POST", "/alert/accept")
     }
 
+    /// Chromium's network emulation: offline fails every request and tells the page (`navigator.onLine`).
+    func setOffline(_ offline: Bool) async throws {
+        let conditions: [String: Any] = ["offline": offline, "latency": 0, "download_throughput": -1, "upload_throughput": -1]
+        try await call("POST", "/chromium/network_conditions", ["network_conditions": conditions])
+    }
+
     func screenshotPNG() async throws -> Data {
         guard let base64 = try await call("GET", "/screenshot") as? String, let png = Data(base64Encoded: base64) else {
             throw WebDriverError(description: "screenshot: no base64 PNG")
