@@ -12,7 +12,13 @@ struct PageRoutes {
 
     struct Asset: Sendable {
         let contentType: String
-        let bytes: [UInt8]
+        /// Built once; every response shares it (copy on write, never written).
+        let body: ByteBuffer
+
+        init(contentType: String, bytes: [UInt8]) {
+            self.contentType = contentType
+            self.body = ByteBuffer(bytes: bytes)
+        }
     }
 
     /// Every file the page is made of, by the path it is served at.
@@ -56,7 +62,7 @@ struct PageRoutes {
                 // against a newer server.
                 .cacheControl: "no-cache",
             ],
-            body: .init(byteBuffer: ByteBuffer(bytes: asset.bytes))
+            body: .init(byteBuffer: asset.body)
         )
     }
 

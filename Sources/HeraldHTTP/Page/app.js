@@ -179,7 +179,6 @@ function openThreadNamed(threadId) {
   closeThread();
   const thread = {
     id: threadId,
-    title: "",
     state: loadThreadState(threadId),
     messages: new Map(),
     elements: new Map(),
@@ -224,8 +223,7 @@ async function refetch(thread) {
   try {
     const snapshot = await api("GET", `/chats/${thread.id}`);
     if (openThread !== thread) return;
-    thread.title = snapshot.thread.title || "Untitled";
-    $("thread-title").textContent = thread.title;
+    $("thread-title").textContent = snapshot.thread.title || "Untitled";
     thread.messages = new Map(snapshot.messages.map((message) => [message.id, message]));
     for (const message of snapshot.messages) delete thread.state.drafts[message.id];
   } catch (error) {
@@ -264,8 +262,11 @@ function applyFrame(thread, { id, type, data }) {
       refetch(thread);
       break;
     case "thread_deleted":
+      // thread-stream.js stops the stream and reports it through onGone.
       break;
   }
+  // A resync's id is only stored once the refetch is done (by the frames after it): a reload before that resumes
+  // from the old id, gets another resync and refetches again, rather than skipping what the refetch had not shown.
   if (id && type !== "resync") state.lastEventId = id;
   saveThreadState(thread);
   if (!thread.pending) render(thread);
