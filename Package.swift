@@ -92,6 +92,11 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],
+            // The chat page, compiled into the binary: nothing to install or find at run time.
+            resources: [
+                .embedInCode("Page/index.html"), .embedInCode("Page/app.js"), .embedInCode("Page/thread-stream.js"),
+                .embedInCode("Page/style.css"),
+            ],
             swiftSettings: swiftSettings
         ),
 

@@ -2,8 +2,9 @@
 # Installs the Debian packages Herald needs to build, test and run, and only those
 # that are missing: the C libraries it links (hiredis, libcurl, libpq), pkg-config
 # (SwiftPM finds hiredis and libpq through it), the Redis and PostgreSQL server
-# binaries that `make run` and the tests start themselves, and Python with venv
-# for the tests' LangGraph server.
+# binaries that `make run` and the tests start themselves, Python with venv for the
+# tests' LangGraph server, and headless Chromium with chromedriver, which the chat
+# page's tests drive.
 #
 # Silent when everything is there; `apt-get update` runs only when something is
 # missing. The Debian-managed redis/postgresql services are not started: our own
@@ -30,6 +31,8 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)   # scripts/run.sh polls /hea
 # The engine tests' LangGraph server lives in a virtualenv (scripts/langgraph-venv.sh).
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
+have_pkg chromium        || missing+=(chromium)
+have_pkg chromium-driver || missing+=(chromium-driver)
 
 if ((${#missing[@]})); then
     echo "install-deps: installing ${missing[*]}" >&2

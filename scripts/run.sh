@@ -8,7 +8,7 @@
 #      logging to .data/demo-agent.log -- unless AGENT_URL names an engine of your own
 #      (a `langgraph dev` server, say: see docs/webhooks.md)
 #   6. runs `herald serve` on $HERALD_HOST:$HERALD_PORT (127.0.0.1:8080) and, once it
-#      answers /healthz, prints the URL and a curl example
+#      answers /healthz, prints the chat page's URL, a token and a curl example
 # Ctrl-C stops Herald and the demo agent; Redis and PostgreSQL keep running
 # (`make stop` stops them).
 #
@@ -87,9 +87,11 @@ trap 'exit 143' TERM
 export HERALD_WEBHOOK_SECRET=${HERALD_WEBHOOK_SECRET:-whsec_ZGV2ZWxvcG1lbnQtb25seS13ZWJob29rLXNlY3JldA==}
 SERVE_FLAGS=()
 TOKEN_FLAGS=()
+SIGN_IN="paste the token below"
 if [[ -z ${HERALD_JWT_SECRET:-} ]]; then
     SERVE_FLAGS=(--insecure-dev)
     TOKEN_FLAGS=(--insecure-dev)
+    SIGN_IN="sign in with any user name"
 fi
 
 mkdir -p "$DATA"
@@ -115,6 +117,7 @@ BASE="http://127.0.0.1:$HERALD_PORT"
 TOKEN=$("$BIN" token --user demo --ttl 24h "${TOKEN_FLAGS[@]}")
 cat <<BANNER
 
+  Chat page:     $BASE/     ($SIGN_IN)
   Herald is up:  $BASE     (Ctrl-C stops Herald and the demo agent)
   $ENGINE_LINE
   Redis:         $REDIS_URL

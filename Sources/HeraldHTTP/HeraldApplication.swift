@@ -64,6 +64,7 @@ public enum HeraldApplication {
         OperationsRoutes(
             store: store, redis: redis, hub: hub, streamJoins: coordinator.streamJoins, registry: registry, providerKeys: providerKeys
         ).register(on: router)
+        PageRoutes(userTokens: userTokens, configuration: configuration).register(on: router)
 
         // Shut down in reverse order: the server first (streams end), then these, the clients last.
         var services: [any Service] = [

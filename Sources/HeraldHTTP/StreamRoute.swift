@@ -29,8 +29,19 @@ struct StreamRoute {
         return .after(id)
     }
 
+    /// `?heartbeat=event` asks for heartbeats `EventSource` can see (the chat page watches them); the default is
+    /// the comment.
+    func heartbeatStyle(of request: Request) throws -> StreamSession.Heartbeat {
+        switch request.uri.queryParameters.get("heartbeat") {
+        case nil, "comment": .comment
+        case "event": .event(intervalSeconds: configuration.heartbeatSeconds)
+        default: throw APIError.invalid("heartbeat must be comment or event")
+        }
+    }
+
     @Sendable func stream(_ request: Request, context: HeraldRequestContext) async throws -> Response {
         let thread = try context.parameters.uuid("thread_id")
+        let heartbeats = try heartbeatStyle(of: request)
         let user = try context.requireUser()
         guard try await store.threadExists(thread, owner: user) else { throw NotFound(what: "thread") }
         let start = Self.start(of: request)
@@ -76,7 +87,10 @@ struct StreamRoute {
         let heartbeat = channel.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
             connection.pushHeartbeat()
         }
-        let session = StreamSession(connection: connection, start: start, baseline: baseline, replayer: replayer, logger: context.logger)
+        let session = StreamSession(
+            connection: connection, start: start, baseline: baseline, replayer: replayer, logger: context.logger,
+            heartbeat: heartbeats
+        )
         Counter(label: "herald_sse_connections_total").increment()
 
         return Response(

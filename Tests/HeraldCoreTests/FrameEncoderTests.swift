@@ -69,6 +69,13 @@ struct FrameEncoderTests {
         #expect(items == [.comment("connected"), .comment("heartbeat")])
         #expect(parser.retry == 3000)
     }
+
+    @Test("a heartbeat event is an event EventSource dispatches, with the interval and no id")
+    func heartbeatEvent() {
+        var parser = SSEParser()
+        let items = parser.feed(Array(("id: 7-1\nevent: delta\ndata: {}\n\n" + FrameEncoder.heartbeatEvent(intervalSeconds: 0.5)).utf8))
+        #expect(items.last == .event(SSEEvent(type: "heartbeat", data: #"{"interval_seconds":0.5}"#, lastEventID: "7-1")))
+    }
 }
 
 @Suite("stream ids")

@@ -18,6 +18,20 @@ struct IdentityProviderTests {
         #expect(challenge.hasSuffix(#"""#) && challenge.count > 60, "\(name): \(challenge)", sourceLocation: sourceLocation)
     }
 
+    @Test("an identity provider without a secret: only provider tokens sign in, and no development token route exists")
+    func providerOnly() async throws {
+        let rsa = try TestSigningKey(.rs256)
+        let issuer = try TestIssuer(keys: [try rsa.jwk()])
+        defer { issuer.stop() }
+        try await withStack(agent: .unreachable, environment: ["HERALD_JWT_ISSUER": issuer.issuer, "HERALD_JWT_SECRET": ""]) { stack in
+            let mint = try await TestHTTPClient.request("POST", "\(stack.url)/dev/token", json: #"{"user":"mallory"}"#)
+            #expect(mint.status == 404, "\(mint.status) \(mint.text)")
+            Self.expectInvalidToken(try await Self.listThreads(stack, token: try #require(stack.tokens["alice"])), "an HS256 token with no secret set")
+            let token = try rsa.sign(["sub": "carol", "iss": issuer.issuer, "exp": TestJWT.now + 600])
+            #expect(try await Self.listThreads(stack, token: token).status == 200)
+        }
+    }
+
     @Test("OIDC discovery: RS256, PS256, ES256 and EdDSA accepted; wrong iss/aud, expired, nbf, unknown kid, alg mismatch, alg none, HS256 with the public key: 401")
     func discoveryMatrix() async throws {
         let rsa = try TestSigningKey(.rs256)

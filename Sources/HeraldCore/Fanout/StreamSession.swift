@@ -18,6 +18,15 @@ public struct StreamSession: Sendable {
         case malformed
     }
 
+    /// How heartbeats are written.
+    public enum Heartbeat: Sendable, Equatable {
+        /// `: heartbeat`, which keeps proxies from closing an idle stream.
+        case comment
+        /// `event: heartbeat` with the interval, also sent right after connecting, so that a browser can tell a
+        /// stale connection (no frame or heartbeat for a while) from a quiet thread.
+        case event(intervalSeconds: Double)
+    }
+
     public let connection: StreamConnection
     private let replayer: LogReplayer
     private let logger: Logger
@@ -27,10 +36,20 @@ public struct StreamSession: Sendable {
     /// Where a catch-up starts when nothing has been sent yet: the log's newest id when the stream opened.
     private let baseline: StreamID
     private var preambleSent = false
+    private let heartbeat: Heartbeat
+    private let heartbeatText: String
 
-    public init(connection: StreamConnection, start: Start, baseline: StreamID, replayer: LogReplayer, logger: Logger) {
+    public init(
+        connection: StreamConnection, start: Start, baseline: StreamID, replayer: LogReplayer, logger: Logger,
+        heartbeat: Heartbeat = .comment
+    ) {
         self.connection = connection
         self.start = start
+        self.heartbeat = heartbeat
+        self.heartbeatText = switch heartbeat {
+        case .comment: FrameEncoder.heartbeat
+        case .event(let intervalSeconds): FrameEncoder.heartbeatEvent(intervalSeconds: intervalSeconds)
+        }
         self.baseline = baseline
         self.replayer = replayer
         self.logger = logger
@@ -41,6 +60,7 @@ public struct StreamSession: Sendable {
         if !preambleSent {
             preambleSent = true
             var buffer = ByteBuffer(string: FrameEncoder.preamble)
+            if case .event = heartbeat { buffer.writeString(heartbeatText) }
             if let start {
                 self.start = nil
                 var initial = await initialFrames(for: start)
@@ -58,7 +78,7 @@ public struct StreamSession: Sendable {
                 }
                 return frame
             case .heartbeat:
-                return ByteBuffer(string: FrameEncoder.heartbeat)
+                return ByteBuffer(string: heartbeatText)
             case .catchUp:
                 let frames = await catchUp(after: lastSentID ?? baseline, seenByClient: false)
                 if frames.readableBytes > 0 { return frames }

@@ -9,6 +9,12 @@ public enum FrameEncoder {
     public static let preamble = "retry: 3000\n: connected\n\n"
     public static let heartbeat = ": heartbeat\n\n"
 
+    /// A heartbeat `EventSource` can see (it never sees comments), for clients that watch for a stale connection
+    /// (`?heartbeat=event`). It has no `id:`, so it leaves the client's Last-Event-ID where it was.
+    public static func heartbeatEvent(intervalSeconds: Double) -> String {
+        "event: heartbeat\ndata: {\"interval_seconds\":\(intervalSeconds)}\n\n"
+    }
+
     private static let encoder: JSONEncoder = {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.withoutEscapingSlashes, .sortedKeys]

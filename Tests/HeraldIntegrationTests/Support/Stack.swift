@@ -36,6 +36,8 @@ final class Stack: Sendable {
     struct Node: Sendable {
         let process: ChildProcess
         let port: Int
+        /// What it was started with, so a test can start it again after stopping it.
+        let environment: [String: String]
         var url: String { "http://127.0.0.1:\(port)" }
     }
 
@@ -55,7 +57,7 @@ final class Stack: Sendable {
 
     static func start(
         nodes count: Int = 1, agent: Agent = .demo, environment: [String: String] = [:], redisPersistence: Bool = false,
-        postgres: PostgresServer? = nil
+        postgres: PostgresServer? = nil, tokenDelayMs: Int = 10
     ) async throws -> Stack {
         let herald = builtProduct("herald")
         let redis = try await RedisServer.start(persistence: redisPersistence)
@@ -76,7 +78,7 @@ final class Stack: Sendable {
             break
         case .demo, .demoUnsigned:
             let process = try ChildProcess.start(
-                herald, ["demo-agent", "--port", String(agentPort), "--delay-ms", "100", "--token-delay-ms", "10"],
+                herald, ["demo-agent", "--port", String(agentPort), "--delay-ms", "100", "--token-delay-ms", String(tokenDelayMs)],
                 environment: agent == .demo ? ["HERALD_WEBHOOK_SECRET": webhookSecret] : [:]
             )
             try await waitUntilHealthy("\(agentURL)/healthz", process: process)
@@ -101,15 +103,26 @@ final class Stack: Sendable {
                 "HERALD_JWT_LEEWAY_SECONDS": "0",
             ]
             env.merge(environment) { _, override in override }
-            let process = try ChildProcess.start(herald, ["serve"], environment: env)
-            try await waitUntilHealthy("http://127.0.0.1:\(port)/readyz", process: process)
-            nodes.append(Node(process: process, port: port))
+            nodes.append(try await startNode(port: port, environment: env))
         }
         var tokens: [String: String] = [:]
         for user in users {
             tokens[user] = try await mintToken(user: user)
         }
         return Stack(redis: redis, databaseURL: databaseURL, agent: agentProcess, agentURL: agentURL, nodes: nodes, tokens: tokens)
+    }
+
+    /// `herald serve` on `port`, once it is ready.
+    private static func startNode(port: Int, environment: [String: String]) async throws -> Node {
+        let process = try ChildProcess.start(builtProduct("herald"), ["serve"], environment: environment)
+        try await waitUntilHealthy("http://127.0.0.1:\(port)/readyz", process: process)
+        return Node(process: process, port: port, environment: environment)
+    }
+
+    /// Node `index` started again, on its port with its settings, after the test stopped it (a restart). The
+    /// caller stops the returned node.
+    func restartedNode(_ index: Int) async throws -> Node {
+        try await Self.startNode(port: nodes[index].port, environment: nodes[index].environment)
     }
 
     /// A token from the real CLI, as a developer or script would get one.
@@ -152,10 +165,13 @@ final class Stack: Sendable {
 /// Runs `body` with a started stack and always stops it.
 func withStack<T>(
     nodes: Int = 1, agent: Stack.Agent = .demo, environment: [String: String] = [:], redisPersistence: Bool = false,
-    postgres: PostgresServer? = nil,
+    postgres: PostgresServer? = nil, tokenDelayMs: Int = 10,
     _ body: (Stack) async throws -> T
 ) async throws -> T {
-    let stack = try await Stack.start(nodes: nodes, agent: agent, environment: environment, redisPersistence: redisPersistence, postgres: postgres)
+    let stack = try await Stack.start(
+        nodes: nodes, agent: agent, environment: environment, redisPersistence: redisPersistence, postgres: postgres,
+        tokenDelayMs: tokenDelayMs
+    )
     do {
         let result = try await body(stack)
         await stack.stop()
