@@ -43,7 +43,13 @@ struct StreamRoute {
         let thread = try context.parameters.uuid("thread_id")
         let heartbeats = try heartbeatStyle(of: request)
         let user = try context.requireUser()
-        guard try await store.threadExists(thread, owner: user) else { throw NotFound(what: "thread") }
+        // A thread watched here already needs no PostgreSQL read: its owner never changes, and its deletion
+        // reaches this node's subscription.
+        if let owner = hub.knownOwner(of: thread) {
+            guard owner == user else { throw NotFound(what: "thread") }
+        } else {
+            guard try await store.threadExists(thread, owner: user) else { throw NotFound(what: "thread") }
+        }
         let start = Self.start(of: request)
         // Subscribed before anything is read from the log: frames published from here on are queued.
         let connection: StreamConnection

@@ -14,6 +14,25 @@ struct StreamLifecycleTests {
         }
     }
 
+    @Test("a watched thread's owner is known without PostgreSQL, yet strangers and deleted threads still get 404")
+    func knownOwner() async throws {
+        try await withStack { stack in
+            let alice = stack.api(user: "alice"), bob = stack.api(user: "bob")
+            let thread = try await alice.createThread()
+            let first = try await alice.openStream(thread)
+            try await first.waitForComment(containing: "connected")
+            // With the thread watched here, a second stream of its owner opens, and nobody else's does.
+            let second = try await alice.openStream(thread)
+            try await second.waitForComment(containing: "connected")
+            #expect(try await bob.request("GET", "/chats/sse/\(thread)").status == 404)
+
+            #expect(try await alice.request("DELETE", "/chats/\(thread)").status == 204)
+            try await first.waitForEnd(timeout: .seconds(5))
+            try await second.waitForEnd(timeout: .seconds(5))
+            #expect(try await alice.request("GET", "/chats/sse/\(thread)").status == 404)
+        }
+    }
+
     @Test("vanished clients are cleaned up: registry empty, NUMSUB 0, one subscriber connection throughout")
     func cleanupAfterKilledClients() async throws {
         try await withStack(environment: ["HERALD_MAX_STREAMS_PER_USER": "100"]) { stack in

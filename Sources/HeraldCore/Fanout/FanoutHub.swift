@@ -13,6 +13,9 @@ public final class FanoutHub: Service, Sendable {
         /// Connections whose subscription `acquire` succeeded: each holds one reference of its channel.
         var holdingReference: Set<UInt64> = []
         var perUser: [String: Int] = [:]
+        /// Owners of threads with local clients, by channel: while a thread has one, this node is subscribed to
+        /// it and sees its `thread_deleted`, so the owner can be trusted without asking PostgreSQL.
+        var owners: [String: String] = [:]
         var nextID: UInt64 = 0
         var count = 0
     }
@@ -96,6 +99,22 @@ public final class FanoutHub: Service, Sendable {
         return connection
     }
 
+    /// The owner of `thread` if a local client watches it (the owner was checked when that stream opened).
+    public func knownOwner(of thread: UUID) -> String? {
+        let channel = keys.channel(thread)
+        return registry.withLockedValue { $0.owners[channel] }
+    }
+
+    /// Records the owner a stream of `connection`'s thread was checked against; kept while the thread has local
+    /// clients and forgotten at its `thread_deleted`.
+    public func rememberOwner(_ owner: String, of connection: StreamConnection) {
+        let channel = keys.channel(connection.thread)
+        registry.withLockedValue { registry in
+            guard registry.connections[channel]?[connection.id] != nil else { return }
+            registry.owners[channel] = owner
+        }
+    }
+
     /// Removes `connection` from the registry; true if it held a channel reference, which the caller gives back.
     private static func unregister(_ connection: StreamConnection, channel: String, registry: NIOLockedValueBox<Registry>) -> Bool {
         registry.withLockedValue { registry -> Bool in
@@ -103,6 +122,7 @@ public final class FanoutHub: Service, Sendable {
             registry.count -= 1
             if registry.connections[channel]?.isEmpty == true {
                 registry.connections[channel] = nil
+                registry.owners[channel] = nil
             }
             return registry.holdingReference.remove(connection.id) != nil
         }
@@ -137,6 +157,7 @@ public final class FanoutHub: Service, Sendable {
             connection.push(frame)
         }
         if FrameEncoder.eventName(of: frame) == Substring(StreamEventName.threadDeleted.rawValue) {
+            registry.withLockedValue { _ = $0.owners.removeValue(forKey: channel) }
             for connection in targets {
                 connection.end(.threadDeleted)
             }
