@@ -27,6 +27,12 @@ struct HeraldLoad: AsyncParsableCommand {
             --connections-only: opens --subscribers idle streams (over --threads threads), holds them \
             --hold-seconds and reports Herald's RSS per connection (needs --pid).
 
+            Plain pub/sub (--subscribe-path and --publish-path): the same measurement against any hub, Nchan \
+            say, for a side-by-side comparison: subscribers GET the subscribe path (open once the 200 head is in), \
+            deltas are POSTed to the publish path as {"delta": "<index>:<send time>:<padding>"} (any 2xx is \
+            accepted) and read from any event's data. No user token or webhook credential is used. --pid-tree \
+            sums CPU and RSS over the server's process tree (nginx's master and its workers).
+
             The last line of output is `RESULT key=value ...` for scripts. Exit status 1 when a frame was \
             missing or duplicated, a webhook was not accepted, or a stream closed early.
             """
@@ -55,6 +61,9 @@ struct HeraldLoad: AsyncParsableCommand {
     @Option(help: "Connections opened concurrently.") var connectBatch = 50
     @Option(help: "Label put first on the RESULT line.") var label = "-"
     @Flag(help: "Keep the thread(s) instead of deleting them at the end.") var keepThreads = false
+    @Option(help: "Plain pub/sub mode: the path subscribers GET (text/event-stream).") var subscribePath: String?
+    @Option(help: "Plain pub/sub mode: the path deltas are POSTed to.") var publishPath: String?
+    @Flag(help: "--pid is the root of a process tree: CPU and RSS are summed over it and its children.") var pidTree = false
 
     func validate() throws {
         guard (0...100_000).contains(subscribers) else { throw ValidationError("--subscribers must be 0…100000") }
@@ -68,6 +77,10 @@ struct HeraldLoad: AsyncParsableCommand {
         guard drainTimeout > 0, drainTimeout <= 3600 else { throw ValidationError("--drain-timeout must be in (0, 3600]") }
         guard (1...1000).contains(connectBatch) else { throw ValidationError("--connect-batch must be 1…1000") }
         if connectionsOnly && subscribers == 0 { throw ValidationError("--connections-only needs --subscribers > 0") }
+        if (subscribePath == nil) != (publishPath == nil) { throw ValidationError("--subscribe-path and --publish-path go together") }
+        for path in [subscribePath, publishPath].compactMap(\.self) where !path.hasPrefix("/") {
+            throw ValidationError("paths start with /, got \(path)")
+        }
     }
 
     func run() async throws {
@@ -75,7 +88,7 @@ struct HeraldLoad: AsyncParsableCommand {
         let environment = ProcessInfo.processInfo.environment
         var signer: WebhookSigner?
         var agent: Target?
-        switch webhookAuth {
+        switch subscribePath == nil ? webhookAuth : .none {
         case .signed:
             guard let secret = webhookSecret ?? environment["HERALD_WEBHOOK_SECRET"], !secret.isEmpty else {
                 throw ValidationError("--webhook-auth signed needs --webhook-secret or HERALD_WEBHOOK_SECRET")
@@ -129,6 +142,8 @@ struct LoadContext: Sendable {
     let webhookAuth: WebhookAuthMode
     let signer: WebhookSigner?
     let agent: Target?
+    /// Plain pub/sub mode: where subscribers read and deltas are posted.
+    let plain: (subscribe: String, publish: String)?
     let group: MultiThreadedEventLoopGroup
 
     init(
@@ -145,7 +160,12 @@ struct LoadContext: Sendable {
         concurrency = options.concurrency
         payloadBytes = options.payloadBytes
         pid = options.pid
-        probes = Probes(herald: options.pid, redis: options.redisPid, postgres: options.postgresPid)
+        probes = Probes(herald: options.pid, heraldIsTree: options.pidTree, redis: options.redisPid, postgres: options.postgresPid)
+        if let subscribe = options.subscribePath, let publish = options.publishPath {
+            plain = (subscribe, publish)
+        } else {
+            plain = nil
+        }
         threads = options.threads
         holdSeconds = options.holdSeconds
         drainTimeout = options.drainTimeout
@@ -196,8 +216,16 @@ struct LoadContext: Sendable {
         }
     }
 
-    /// Opens `subscribers` streams, `connectBatch` at a time; each returns once Herald sent `: connected`.
+    /// Where each subscriber reads: a thread's stream, or the plain mode's subscribe path.
+    private func streamPaths(threads: [String]) -> [String] {
+        if let plain { return [plain.subscribe] }
+        return threads.map { "/chats/sse/\($0)" }
+    }
+
+    /// Opens `subscribers` streams, `connectBatch` at a time; each returns once it is ready (Herald: `: connected`;
+    /// plain mode: the 200 head).
     private func openSubscribers(threads: [String], expected: Int, progress: Progress) async throws -> [Subscriber] {
+        let paths = streamPaths(threads: threads)
         var opened: [Subscriber] = []
         opened.reserveCapacity(subscribers)
         var next = 0
@@ -205,12 +233,13 @@ struct LoadContext: Sendable {
             let range = next..<min(subscribers, next + connectBatch)
             let batch = await withTaskGroup(of: Result<Subscriber, any Error>.self) { tasks in
                 for index in range {
-                    let thread = threads[index % threads.count]
-                    tasks.addTask { [target, userHeaders, group] in
+                    let path = paths[index % paths.count]
+                    tasks.addTask { [target, userHeaders, group, plain] in
                         do {
                             return .success(
                                 try await Subscriber.open(
-                                    target, thread: thread, headers: userHeaders, expected: expected, progress: progress, group: group
+                                    target, path: path, headers: userHeaders, plain: plain != nil, expected: expected, progress: progress,
+                                    group: group
                                 )
                             )
                         } catch {
@@ -241,6 +270,7 @@ struct LoadContext: Sendable {
     // MARK: Deltas
 
     func deltas() async throws -> Bool {
+        if plain != nil { return try await deltas(thread: nil) }
         let thread = try await createThread()
         do {
             let passed = try await deltas(thread: thread)
@@ -252,23 +282,31 @@ struct LoadContext: Sendable {
         }
     }
 
-    private func deltas(thread: String) async throws -> Bool {
-        let runID = try await startRun(on: thread)
+    /// `thread`: Herald's; nil in plain mode.
+    private func deltas(thread: String?) async throws -> Bool {
         let webhook: WebhookTarget
-        switch webhookAuth {
-        case .signed, .none:
-            webhook = WebhookTarget(uri: "/webhook/chat-response", signer: signer)
-        case .token:
-            guard let agent else { throw LoadError("--webhook-auth token needs --agent-url") }
-            webhook = WebhookTarget(uri: try await WebhookTarget.callbackURI(agent: agent, thread: thread, group: group), signer: nil)
+        let runID: String
+        if let thread {
+            runID = try await startRun(on: thread)
+            switch webhookAuth {
+            case .signed, .none:
+                webhook = WebhookTarget(uri: "/webhook/chat-response", signer: signer)
+            case .token:
+                guard let agent else { throw LoadError("--webhook-auth token needs --agent-url") }
+                webhook = WebhookTarget(uri: try await WebhookTarget.callbackURI(agent: agent, thread: thread, group: group), signer: nil)
+            }
+        } else {
+            guard let plain else { throw LoadError("no thread and no --publish-path") }
+            runID = ""
+            webhook = WebhookTarget(uri: plain.publish, signer: nil, plain: true)
         }
-        let rssStart = pid.flatMap(ProcessProbe.rssKiB)
+        let rssStart = probes.serverRSSKiB()
 
         let progress = Progress()
         let openStart = Now.nanos()
-        let streams = try await openSubscribers(threads: [thread], expected: webhooks, progress: progress)
+        let streams = try await openSubscribers(threads: thread.map { [$0] } ?? [], expected: webhooks, progress: progress)
         let openSeconds = Double(Now.nanos() - openStart) / 1e9
-        let rssSubscribed = pid.flatMap(ProcessProbe.rssKiB)
+        let rssSubscribed = probes.serverRSSKiB()
         log("\(streams.count) subscribers connected in \(String(format: "%.2f", openSeconds)) s; posting \(webhooks) webhooks")
 
         var senders: [HTTP.Connection] = []
@@ -316,7 +354,7 @@ struct LoadContext: Sendable {
             try await Task.sleep(for: .milliseconds(5))
         }
         let cpu = CPUSample.take(probes) - cpuBefore
-        let rssEnd = pid.flatMap(ProcessProbe.rssKiB)
+        let rssEnd = probes.serverRSSKiB()
 
         var accepted = [Bool](repeating: false, count: webhooks)
         for index in sent.accepted { accepted[index] = true }
@@ -393,7 +431,7 @@ struct LoadContext: Sendable {
         report.field("rate", rate, decimals: 0)
         report.field("concurrency", concurrency)
         report.field("payload", payloadBytes)
-        report.field("auth", webhookAuth.rawValue)
+        report.field("auth", plain == nil ? webhookAuth.rawValue : "plain")
         report.field("accepted", acceptedCount)
         report.field("not_accepted", sent.duplicate + sent.ignored + failedCount)
         report.field("webhooks_per_s", webhooksPerSecond, decimals: 0)
@@ -402,6 +440,7 @@ struct LoadContext: Sendable {
         report.field("p50_ms", latency.ms(0.5))
         report.field("p90_ms", latency.ms(0.9))
         report.field("p99_ms", latency.ms(0.99))
+        report.field("p999_ms", latency.ms(0.999))
         report.field("max_ms", Percentiles.ms(latency.max))
         report.field("answer_p50_ms", roundTrip.ms(0.5))
         report.field("answer_p99_ms", roundTrip.ms(0.99))
@@ -429,6 +468,7 @@ struct LoadContext: Sendable {
     // MARK: Idle connections
 
     func connections() async throws -> Bool {
+        if plain != nil { return try await connections(threads: []) }
         var threadIDs: [String] = []
         do {
             for _ in 0..<threads { threadIDs.append(try await createThread()) }
@@ -443,7 +483,7 @@ struct LoadContext: Sendable {
 
     private func connections(threads threadIDs: [String]) async throws -> Bool {
         let progress = Progress()
-        let rssBefore = pid.flatMap(ProcessProbe.rssKiB)
+        let rssBefore = probes.serverRSSKiB()
         let cpuBefore = CPUSample.take(probes)
         let openStart = Now.nanos()
         let streams = try await openSubscribers(threads: threadIDs, expected: 0, progress: progress)
@@ -451,11 +491,11 @@ struct LoadContext: Sendable {
         let cpuOpen = CPUSample.take(probes) - cpuBefore
         log("\(streams.count) connections open in \(String(format: "%.2f", openSeconds)) s; holding \(holdSeconds) s")
         try await Task.sleep(for: .seconds(holdSeconds))
-        let rssOpen = pid.flatMap(ProcessProbe.rssKiB)
+        let rssOpen = probes.serverRSSKiB()
         let closedEarly = progress.closedEarly.load(ordering: .relaxed)
         for stream in streams { await stream.close() }
         try await Task.sleep(for: .seconds(1))
-        let rssClosed = pid.flatMap(ProcessProbe.rssKiB)
+        let rssClosed = probes.serverRSSKiB()
 
         var perConnection: Double?
         if let rssBefore, let rssOpen, !streams.isEmpty {

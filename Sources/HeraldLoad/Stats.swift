@@ -64,8 +64,18 @@ enum ProcessProbe {
     /// its children that already exited used (`cutime`, `cstime`).
     static func treeCPUSeconds(_ pid: Int32) -> Double? {
         guard let own = cpuSeconds(pid, includingExitedChildren: true) else { return nil }
+        return children(of: pid).reduce(own) { $0 + (cpuSeconds($1) ?? 0) }
+    }
+
+    /// Resident set size of a process and its live children, in KiB (nginx: the master and its workers).
+    static func treeRSSKiB(_ pid: Int32) -> Int? {
+        guard let own = rssKiB(pid) else { return nil }
+        return children(of: pid).reduce(own) { $0 + (rssKiB($1) ?? 0) }
+    }
+
+    private static func children(of pid: Int32) -> [Int32] {
         let children = (try? String(contentsOfFile: "/proc/\(pid)/task/\(pid)/children", encoding: .utf8)) ?? ""
-        return children.split(separator: " ").compactMap { Int32($0) }.reduce(own) { $0 + (cpuSeconds($1) ?? 0) }
+        return children.split(separator: " ").compactMap { Int32($0) }
     }
 
     /// The 1-minute load average.
@@ -85,8 +95,15 @@ enum ProcessProbe {
 /// Processes whose CPU time is sampled around a measurement.
 struct Probes: Sendable {
     var herald: Int32?
+    /// `herald` is the root of the server's process tree (another hub: nginx's master and workers).
+    var heraldIsTree = false
     var redis: Int32?
     var postgres: Int32?
+
+    /// The server's RSS in KiB: of its process, or of its whole tree.
+    func serverRSSKiB() -> Int? {
+        herald.flatMap(heraldIsTree ? ProcessProbe.treeRSSKiB : ProcessProbe.rssKiB)
+    }
 }
 
 /// CPU seconds of Herald, Redis, PostgreSQL (postmaster and backends) and this process over an interval.
@@ -99,6 +116,13 @@ struct CPUSample {
     var own: Double
 
     static func take(_ probes: Probes) -> CPUSample {
+        if probes.heraldIsTree {
+            return CPUSample(
+                herald: probes.herald.flatMap(ProcessProbe.treeCPUSeconds), heraldSystem: nil,
+                redis: probes.redis.flatMap { ProcessProbe.cpuSeconds($0) }, postgres: probes.postgres.flatMap(ProcessProbe.treeCPUSeconds),
+                own: ProcessProbe.ownCPUSeconds()
+            )
+        }
         let herald = probes.herald.flatMap { ProcessProbe.cpuTimes($0) }
         return CPUSample(
             herald: herald.map { $0.user + $0.system },

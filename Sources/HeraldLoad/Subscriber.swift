@@ -36,11 +36,11 @@ struct Subscriber: Sendable {
     let channel: any Channel
     let connected: EventLoopPromise<Void>
 
+    /// `plain`: another hub's stream, ready at its 200 head, deltas in any event's data.
     static func open(
-        _ target: Target, thread: String, headers: [(String, String)], expected: Int, progress: Progress,
+        _ target: Target, path uri: String, headers: [(String, String)], plain: Bool, expected: Int, progress: Progress,
         group: any EventLoopGroup, timeout: TimeAmount = .seconds(15)
     ) async throws -> Subscriber {
-        let uri = "/chats/sse/\(thread)"
         let host = target.hostHeader
         let subscriber = try await ClientBootstrap(group: group)
             .connectTimeout(.seconds(10))
@@ -51,7 +51,8 @@ struct Subscriber: Sendable {
                     try channel.pipeline.syncOperations.addHTTPClientHandlers()
                     try channel.pipeline.syncOperations.addHandler(
                         SSESubscriberHandler(
-                            uri: uri, host: host, headers: headers, expected: expected, progress: progress, connected: connected
+                            uri: uri, host: host, headers: headers, plain: plain, expected: expected, progress: progress,
+                            connected: connected
                         )
                     )
                     return Subscriber(channel: channel, connected: connected)
@@ -59,7 +60,7 @@ struct Subscriber: Sendable {
             }
         let promise = subscriber.connected
         let timer = subscriber.channel.eventLoop.scheduleTask(in: timeout) {
-            promise.fail(LoadError("no `: connected` within \(timeout.nanoseconds / 1_000_000_000) s"))
+            promise.fail(LoadError("not ready within \(timeout.nanoseconds / 1_000_000_000) s"))
         }
         do {
             try await subscriber.connected.futureResult.get()
@@ -85,7 +86,8 @@ struct Subscriber: Sendable {
 }
 
 /// Sends `GET /chats/sse/{thread}` and reads the stream with a minimal SSE parser: lines, `event: delta`, and
-/// from its `data:` line the delta text `"<index>:<send nanos>:<padding>"` the load tool posted.
+/// from its `data:` line the delta text `"<index>:<send nanos>:<padding>"` the load tool posted. In plain mode
+/// (another hub) every `data:` line is read, whatever its event.
 /// Lives on its channel's event loop; all state is confined there.
 final class SSESubscriberHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPClientResponsePart
@@ -94,6 +96,7 @@ final class SSESubscriberHandler: ChannelInboundHandler {
     private let uri: String
     private let host: String
     private let headers: [(String, String)]
+    private let plain: Bool
     private let expected: Int
     private let progress: Progress
     private let connected: EventLoopPromise<Void>
@@ -112,12 +115,14 @@ final class SSESubscriberHandler: ChannelInboundHandler {
     private var inDeltaFrame = false
 
     init(
-        uri: String, host: String, headers: [(String, String)], expected: Int, progress: Progress,
+        uri: String, host: String, headers: [(String, String)], plain: Bool, expected: Int, progress: Progress,
         connected: EventLoopPromise<Void>
     ) {
         self.uri = uri
         self.host = host
         self.headers = headers
+        self.plain = plain
+        self.inDeltaFrame = plain
         self.expected = expected
         self.progress = progress
         self.connected = connected
@@ -141,6 +146,8 @@ final class SSESubscriberHandler: ChannelInboundHandler {
             if head.status != .ok {
                 connected.fail(LoadError("GET \(uri) answered \(head.status.code)"))
                 context.close(promise: nil)
+            } else if plain {
+                connected.succeed()
             }
         case .body(var chunk):
             let now = Now.nanos()
@@ -182,9 +189,9 @@ final class SSESubscriberHandler: ChannelInboundHandler {
             guard let parsed else { break }
             pending.moveReaderIndex(forwardBy: parsed.length + 1)
             switch parsed.line {
-            case .blank: inDeltaFrame = false
+            case .blank: inDeltaFrame = plain
             case .deltaEvent: inDeltaFrame = true
-            case .otherEvent: inDeltaFrame = false
+            case .otherEvent: inDeltaFrame = plain
             case .connectedComment: connected.succeed()
             case .other: break
             case .badData: malformed += 1
