@@ -59,10 +59,12 @@ SCENARIOS=(
 )
 WARMUP="--subscribers 10 --webhooks 1000 --concurrency 8 --rate 0"
 
-# Herald side by side with Nchan (BENCH_NCHAN=1): the same herald-load arguments against both. burst: one
-# channel, 5 000 streams, 50 frames as fast as they go; paced: 2 000 streams at 20 frames/s (40 000
-# deliveries/s); idle: 15 000 open streams (RSS per stream); connect: time to open 5 000 streams.
+# Herald side by side with Nchan (BENCH_NCHAN=1): the same herald-load arguments against both. publish:
+# one stream, 5 000 publishes (signed delta webhooks for Herald) from 16 connections as fast as they go;
+# burst: one channel, 5 000 streams, 50 frames as fast as they go; paced: 2 000 streams at 20 frames/s
+# (40 000 deliveries/s); idle: 15 000 open streams (RSS per stream); connect: time to open 5 000 streams.
 VS_SCENARIOS=(
+    "vs-publish|--subscribers 1 --webhooks 5000 --concurrency 16 --rate 0"
     "vs-burst-5000|--subscribers 5000 --webhooks 50 --concurrency 1 --rate 0 --connect-batch 200"
     "vs-paced-2000|--subscribers 2000 --webhooks 200 --rate 20 --connect-batch 200"
     "vs-idle-15000|--connections-only --subscribers 15000 --connect-batch 200"
@@ -327,9 +329,9 @@ worst() { # KEY NAME: the largest value over the runs (missing, duplicates: must
 ratio() { # HERALD NCHAN
     awk -v h="$1" -v n="$2" 'BEGIN { if (h == "-" || n == "-" || n + 0 == 0) print "-"; else printf "%.2f", h / n }'
 }
-server_us_per_frame() { # NAME: (server + Redis + PostgreSQL CPU seconds) per delivered frame, in µs
+server_us_per_frame() { # NAME [COUNT_KEY]: (server + Redis + PostgreSQL CPU seconds) per delivered frame (or per COUNT_KEY), µs
     local cpu redis pg frames
-    cpu=$(median herald_cpu_s "$1"); redis=$(median redis_cpu_s "$1"); pg=$(median postgres_cpu_s "$1"); frames=$(median frames "$1")
+    cpu=$(median herald_cpu_s "$1"); redis=$(median redis_cpu_s "$1"); pg=$(median postgres_cpu_s "$1"); frames=$(median "${2:-frames}" "$1")
     awk -v c="$cpu" -v r="$redis" -v p="$pg" -v f="$frames" 'BEGIN {
         if (c == "-" || f == "-" || f + 0 == 0) { print "-"; exit }
         printf "%.2f", (c + (r == "-" ? 0 : r) + (p == "-" ? 0 : p)) / f * 1e6 }'
@@ -343,12 +345,16 @@ if ((BENCH_NCHAN == 1)); then
             name=${entry%%|*}
             if [[ ${entry#*|} == *--connections-only* ]]; then
                 figures="open_s kib_per_connection"
+            elif [[ $name == vs-publish ]]; then
+                figures="server_us_per_publish webhooks_per_s p50_ms p99_ms"
             else
                 figures="server_us_per_frame frames_per_s p50_ms p99_ms p999_ms"
             fi
             for figure in $figures; do
                 if [[ $figure == server_us_per_frame ]]; then
                     h=$(server_us_per_frame "$name"); n=$(server_us_per_frame "nchan-$name")
+                elif [[ $figure == server_us_per_publish ]]; then
+                    h=$(server_us_per_frame "$name" accepted); n=$(server_us_per_frame "nchan-$name" accepted)
                 else
                     h=$(median "$figure" "$name"); n=$(median "$figure" "nchan-$name")
                 fi
