@@ -7,7 +7,8 @@
 # the receive time minus the token (one machine, one clock). Prints p50/p90/p99/max over all tokens.
 #
 #   scripts/langgraph-latency.sh [RUNS (10)] [TOKENS (50)]
-# env: HERALD_BUILD_CONFIG (release|debug; default release, built if missing).
+# env: HERALD_BUILD_CONFIG (release|debug; default release, built if missing), HERALD_BIN (run that
+# binary instead, no build).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -20,7 +21,7 @@ source "$ROOT/scripts/lib/processes.sh"
 RUNS=${1:-10}
 TOKENS=${2:-50}
 CONFIG=${HERALD_BUILD_CONFIG:-release}
-BIN=$ROOT/.build/$CONFIG/herald
+BIN=${HERALD_BIN:-$ROOT/.build/$CONFIG/herald}
 DATA=${HERALD_DATA_DIR:-$ROOT/.data}
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
