@@ -170,7 +170,7 @@ let package = Package(
         ),
         .testTarget(
             name: "HeraldCoreTests",
-            dependencies: ["HeraldCore", "CurlClient", "HeraldTestSupport"],
+            dependencies: ["HeraldCore", "CurlClient", "RedisClient", "HeraldTestSupport"],
             exclude: ["Fixtures"],
             swiftSettings: swiftSettings
         ),

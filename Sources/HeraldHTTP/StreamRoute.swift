@@ -113,9 +113,9 @@ struct StreamRoute {
                     connection.end(.clientGone)
                 }
                 await withGracefulShutdownHandler {
-                    while let chunk = await session.nextChunk() {
+                    while let chunks = await session.nextChunks() {
                         do {
-                            try await writer.write(chunk)
+                            try await writer.write(contentsOf: chunks)
                         } catch {
                             connection.end(.clientGone)
                             return

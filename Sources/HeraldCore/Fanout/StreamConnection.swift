@@ -175,6 +175,18 @@ public final class StreamConnection: Sendable {
         }
     }
 
+    /// The frames queued right behind an item just taken, up to `limit`, without waiting: a writer that fell
+    /// behind sends its backlog in one write. Stops at anything that is not a frame (a held-back catch-up).
+    func takeQueuedFrames(limit: Int) -> [ByteBuffer] {
+        state.withLockedValue { state in
+            var frames: [ByteBuffer] = []
+            while frames.count < limit, case .frame? = state.items.first, case .frame(let frame)? = state.popDeliverable() {
+                frames.append(frame)
+            }
+            return frames
+        }
+    }
+
     /// The next item to send, or nil once the connection has ended (and, after `threadDeleted`, drained).
     /// Queued frames come first; a heartbeat goes out when nothing else may be sent.
     func next() async -> Item? {

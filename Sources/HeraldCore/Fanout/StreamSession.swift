@@ -3,7 +3,7 @@ import Logging
 import NIOCore
 
 /// What one SSE response sends, in order: the preamble, the catch-up from the log, then live frames, each frame
-/// exactly once. Transport-agnostic: the HTTP layer writes whatever `nextChunk()` returns.
+/// exactly once. Transport-agnostic: the HTTP layer writes whatever `nextChunks()` returns.
 ///
 /// Gapless resume: the connection is subscribed before the log is read, so frames published during the
 /// catch-up wait in the queue; afterwards, queued frames the catch-up already sent (id ≤ last sent) are dropped.
@@ -55,8 +55,12 @@ public struct StreamSession: Sendable {
         self.logger = logger
     }
 
-    /// Bytes to write next, or nil when the stream is over.
-    public mutating func nextChunk() async -> ByteBuffer? {
+    /// Live frames taken in one go: a stream behind by more sends them over several writes.
+    static let maxFramesPerWrite = 64
+
+    /// Buffers to write next, in order and in one write, or nil when the stream is over. Frames stay the buffers
+    /// every subscriber shares: a backlog goes out as one write of many buffers, never copied into one.
+    public mutating func nextChunks() async -> [ByteBuffer]? {
         if !preambleSent {
             preambleSent = true
             var buffer = ByteBuffer(string: FrameEncoder.preamble)
@@ -66,25 +70,30 @@ public struct StreamSession: Sendable {
                 var initial = await initialFrames(for: start)
                 buffer.writeBuffer(&initial)
             }
-            return buffer
+            return [buffer]
         }
         while let item = await connection.next() {
             switch item {
             case .frame(let frame):
-                // Every id sent counts, live ones too: a later catch-up starts after the newest id sent.
-                if let id = FrameEncoder.frameID(of: frame) {
-                    if let lastSentID, id <= lastSentID { continue }
-                    self.lastSentID = id
-                }
-                return frame
+                let frames = ([frame] + connection.takeQueuedFrames(limit: Self.maxFramesPerWrite - 1)).filter { isNew($0) }
+                if !frames.isEmpty { return frames }
             case .heartbeat:
-                return ByteBuffer(string: heartbeatText)
+                return [ByteBuffer(string: heartbeatText)]
             case .catchUp:
                 let frames = await catchUp(after: lastSentID ?? baseline, seenByClient: false)
-                if frames.readableBytes > 0 { return frames }
+                if frames.readableBytes > 0 { return [frames] }
             }
         }
         return nil
+    }
+
+    /// Whether a live frame is still to be sent; every id sent counts, live ones too, so a later catch-up starts
+    /// after the newest id sent and queued frames a catch-up already sent are dropped.
+    private mutating func isNew(_ frame: ByteBuffer) -> Bool {
+        guard let id = FrameEncoder.frameID(of: frame) else { return true }
+        if let lastSentID, id <= lastSentID { return false }
+        lastSentID = id
+        return true
     }
 
     private mutating func initialFrames(for start: Start) async -> ByteBuffer {
