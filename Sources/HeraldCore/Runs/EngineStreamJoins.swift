@@ -10,9 +10,10 @@ import NIOConcurrencyHelpers
 /// still comes from the webhook, so a client that missed deltas is right in the end.
 ///
 /// A dropped join is rejoined from the engine's first event with bounded retries; events already relayed are
-/// recognised and skipped, so a rejoin neither repeats nor loses a chunk when the engine can replay. An engine that cannot be joined (404/405/422) leaves the run to its webhook. At most
-/// `maxJoins` joins run at once per node; a run beyond that gets its final message only. A join ends when the
-/// engine ends the stream, when the run's final result is stored on this node (`stop`), or at shutdown.
+/// recognised and skipped, so a rejoin neither repeats nor loses a chunk when the engine can replay. An engine
+/// that cannot be joined (404/405/422) leaves the run to its webhook. At most `maxJoins` joins run at once per
+/// node; a run beyond that gets its final message only. A join ends when the engine ends the stream, when the
+/// run's final result is stored on this node (`stop`), at the run timeout, or at shutdown.
 public final class EngineStreamJoins: Sendable {
     /// What a join needs to know about its run.
     public struct Target: Sendable {
