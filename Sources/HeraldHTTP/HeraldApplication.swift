@@ -75,6 +75,7 @@ public enum HeraldApplication {
         if let providerKeys { services.append(providerKeys) }
         return Application(
             router: router,
+            server: .limitedHTTP1(limits: configuration.connectionLimits),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "herald"),
             services: services,
             logger: logger
