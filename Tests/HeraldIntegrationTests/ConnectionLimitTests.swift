@@ -60,6 +60,20 @@ struct ConnectionLimitTests {
         }
     }
 
+    @Test("a request answered before its body arrived: once the body is in, the connection is idle and closed")
+    func answeredBeforeBody() async throws {
+        try await withStack(environment: ["HERALD_IDLE_TIMEOUT_SECONDS": "1"]) { stack in
+            let api = stack.api()
+            let connection = try await RawConnection.open(port: stack.node.port)
+            // No token: refused before the body is read.
+            try await connection.send("POST /chats HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n")
+            #expect(await connection.waitForReceived(containing: "HTTP/1.1 401", timeout: .seconds(10)))
+            try await connection.send("{}")
+            #expect(await connection.waitForClose(timeout: .seconds(15)))
+            #expect(try await Self.closedCount(api, "idle") >= 1)
+        }
+    }
+
     @Test("a body trickling in is cut at the body timeout and nothing is stored")
     func slowBody() async throws {
         try await withStack(environment: ["HERALD_BODY_TIMEOUT_SECONDS": "1"]) { stack in

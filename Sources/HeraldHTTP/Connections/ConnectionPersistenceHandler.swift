@@ -30,8 +30,8 @@ final class ConnectionPersistenceHandler: ChannelDuplexHandler, RemovableChannel
         case .head(var head) where pending.first?.version == .http1_0:
             let request = pending[0]
             head.version = .http1_0
-            head.headers.remove(name: "transfer-encoding")
-            head.headers.replaceOrAdd(name: "connection", value: request.keepAlive ? "keep-alive" : "close")
+            head.headers.remove(name: "Transfer-Encoding")
+            head.headers.replaceOrAdd(name: "Connection", value: request.keepAlive ? "keep-alive" : "close")
             context.write(wrapOutboundOut(.head(head)), promise: promise)
         case .end where !pending.isEmpty && !pending[0].keepAlive:
             pending.removeFirst()

@@ -75,7 +75,8 @@ final class RequestTimeoutHandler: ChannelDuplexHandler, RemovableChannelHandler
             break
         case .end:
             isReadingBody = false
-            disarm()
+            // Its response may be complete already (an early 413, say): then the connection is idle from here.
+            if requestsInFlight > 0 { disarm() } else { arm(isAwaitingHead ? .header : .idle) }
         }
         context.fireChannelRead(data)
     }
@@ -83,7 +84,7 @@ final class RequestTimeoutHandler: ChannelDuplexHandler, RemovableChannelHandler
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         if case .end = unwrapOutboundIn(data) {
             requestsInFlight -= 1
-            // A response that ends before its request's body (an early 413, say) leaves the body's clock running.
+            // A response that ends before its request's body leaves the body's clock running.
             if requestsInFlight == 0, !isReadingBody {
                 arm(isAwaitingHead ? .header : .idle)
             }
