@@ -10,6 +10,7 @@ struct ConnectionLimitsTests {
         #expect(limits.headerTimeoutSeconds == 10)
         #expect(limits.bodyTimeoutSeconds == 30)
         #expect(limits.idleTimeoutSeconds == 60)
+        #expect(limits.operationsPort == nil)
         let descriptors = ConnectionLimits.currentFileDescriptorLimit()
         #expect(limits.maxConnections == ConnectionLimits.defaultMaxConnections(
             fileDescriptorLimit: descriptors, databasePoolSize: 8, agentStreamMaxJoins: 256
@@ -27,14 +28,16 @@ struct ConnectionLimitsTests {
     func overrides() throws {
         let limits = try HeraldConfiguration.fromEnvironment([
             "HERALD_INSECURE_DEV": "1", "HERALD_HEADER_TIMEOUT_SECONDS": "2.5", "HERALD_BODY_TIMEOUT_SECONDS": "7",
-            "HERALD_IDLE_TIMEOUT_SECONDS": "90", "HERALD_MAX_CONNECTIONS": "500",
+            "HERALD_IDLE_TIMEOUT_SECONDS": "90", "HERALD_MAX_CONNECTIONS": "500", "HERALD_OPERATIONS_PORT": "9090",
         ]).connectionLimits
-        #expect(limits == ConnectionLimits(headerTimeoutSeconds: 2.5, bodyTimeoutSeconds: 7, idleTimeoutSeconds: 90, maxConnections: 500))
+        #expect(limits == ConnectionLimits(
+            headerTimeoutSeconds: 2.5, bodyTimeoutSeconds: 7, idleTimeoutSeconds: 90, maxConnections: 500, operationsPort: 9090
+        ))
     }
 
     @Test("a bad value names its variable", arguments: [
         ("HERALD_HEADER_TIMEOUT_SECONDS", "0"), ("HERALD_BODY_TIMEOUT_SECONDS", "soon"), ("HERALD_IDLE_TIMEOUT_SECONDS", "-1"),
-        ("HERALD_MAX_CONNECTIONS", "0"), ("HERALD_MAX_CONNECTIONS", "many"),
+        ("HERALD_MAX_CONNECTIONS", "0"), ("HERALD_MAX_CONNECTIONS", "many"), ("HERALD_OPERATIONS_PORT", "70000"),
     ])
     func badValues(variable: String, value: String) {
         let error = #expect(throws: ConfigurationError.self) {

@@ -154,6 +154,29 @@ struct ConnectionLimitTests {
         }
     }
 
+    @Test("the operations listener answers probes while the public listener is full, and serves nothing else")
+    func operationsListener() async throws {
+        let operationsPort = freeTCPPort()
+        let environment = ["HERALD_MAX_CONNECTIONS": "1", "HERALD_HEADER_TIMEOUT_SECONDS": "60", "HERALD_OPERATIONS_PORT": String(operationsPort)]
+        try await withStack(environment: environment) { stack in
+            let operations = "http://127.0.0.1:\(operationsPort)"
+            // The cap of 1 and the reserve of 8 taken by connections that send nothing, and more refused.
+            var held: [RawConnection] = []
+            for _ in 0..<12 { held.append(try await RawConnection.open(port: stack.node.port)) }
+            try await eventually("connections refused") { held.contains(where: \.isClosed) }
+            let publicHealth = try await RawConnection.open(port: stack.node.port)
+            #expect(await publicHealth.waitForReceived(containing: "HTTP/1.1 503", timeout: .seconds(10)))
+
+            let health = try await TestHTTPClient.request("GET", "\(operations)/healthz")
+            #expect(health.status == 200)
+            let metrics = try await TestHTTPClient.request("GET", "\(operations)/metrics")
+            #expect(metrics.text.contains("herald_connections_refused_total"))
+            let api = try await TestHTTPClient.request("GET", "\(operations)/chats")
+            #expect(api.status == 404)
+            for connection in held { await connection.close() }
+        }
+    }
+
     @Test("malformed heads get JSON: 431 for an oversized head, 405 for an unknown method, 400 for CL with TE")
     func malformedHeads() async throws {
         try await withStack { stack in

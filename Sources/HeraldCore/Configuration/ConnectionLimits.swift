@@ -11,15 +11,23 @@ public struct ConnectionLimits: Sendable, Equatable {
     public var idleTimeoutSeconds: Double
     /// Open client connections served in full; `operatorReserve` more may reach `/healthz` and `/metrics` only.
     public var maxConnections: Int
+    /// A second listener (on the same host) with `/healthz`, `/readyz` and `/metrics` only, outside the cap.
+    public var operationsPort: Int?
 
     /// Connections beyond `maxConnections` that are still accepted, for operators' `/healthz` and `/metrics`.
     public static let operatorReserve = 8
+    /// Connections the operations listener serves at once: probes and scrapers, not clients.
+    public static let operationsMaxConnections = 64
 
-    public init(headerTimeoutSeconds: Double = 10, bodyTimeoutSeconds: Double = 30, idleTimeoutSeconds: Double = 60, maxConnections: Int = 10_000) {
+    public init(
+        headerTimeoutSeconds: Double = 10, bodyTimeoutSeconds: Double = 30, idleTimeoutSeconds: Double = 60, maxConnections: Int = 10_000,
+        operationsPort: Int? = nil
+    ) {
         self.headerTimeoutSeconds = headerTimeoutSeconds
         self.bodyTimeoutSeconds = bodyTimeoutSeconds
         self.idleTimeoutSeconds = idleTimeoutSeconds
         self.maxConnections = maxConnections
+        self.operationsPort = operationsPort
     }
 
     /// The default cap: 90 % of the descriptor limit, less the descriptors the node itself needs (its
@@ -41,11 +49,15 @@ public struct ConnectionLimits: Sendable, Equatable {
         _ reader: EnvironmentReader, defaultMaxConnections: Int
     ) throws(ConfigurationError) -> ConnectionLimits {
         let defaults = ConnectionLimits()
-        return ConnectionLimits(
+        var limits = ConnectionLimits(
             headerTimeoutSeconds: try reader.seconds("HERALD_HEADER_TIMEOUT_SECONDS", default: defaults.headerTimeoutSeconds),
             bodyTimeoutSeconds: try reader.seconds("HERALD_BODY_TIMEOUT_SECONDS", default: defaults.bodyTimeoutSeconds),
             idleTimeoutSeconds: try reader.seconds("HERALD_IDLE_TIMEOUT_SECONDS", default: defaults.idleTimeoutSeconds),
             maxConnections: try reader.integer("HERALD_MAX_CONNECTIONS", default: defaultMaxConnections, range: 1...10_000_000)
         )
+        if try reader.optionalString("HERALD_OPERATIONS_PORT") != nil {
+            limits.operationsPort = try reader.integer("HERALD_OPERATIONS_PORT", default: 0, range: 1...65535)
+        }
+        return limits
     }
 }

@@ -16,12 +16,15 @@ final class ConnectionGate: Sendable {
     let maxConnections: Int
     let reserve: Int
     private let open = Atomic<Int>(0)
-    private let openMeter = Meter(label: "herald_connections_open")
-    private let refusedCounter = Counter(label: "herald_connections_refused_total")
+    /// Nil for the operations listener, whose connections are not clients'.
+    private let openMeter: Meter?
+    private let refusedCounter: Counter?
 
-    init(maxConnections: Int, reserve: Int) {
+    init(maxConnections: Int, reserve: Int, countsClients: Bool = true) {
         self.maxConnections = maxConnections
         self.reserve = reserve
+        self.openMeter = countsClients ? Meter(label: "herald_connections_open") : nil
+        self.refusedCounter = countsClients ? Counter(label: "herald_connections_refused_total") : nil
     }
 
     /// Takes a slot for a new connection unless every slot is taken; a taken slot must be given back with `release()`.
@@ -30,18 +33,18 @@ final class ConnectionGate: Sendable {
         while current < maxConnections + reserve {
             let (exchanged, original) = open.compareExchange(expected: current, desired: current + 1, ordering: .relaxed)
             if exchanged {
-                openMeter.increment()
+                openMeter?.increment()
                 return current < maxConnections ? .served : .operatorsOnly
             }
             current = original
         }
-        refusedCounter.increment()
+        refusedCounter?.increment()
         return .refused
     }
 
     /// Gives back the slot of a connection that `admit()` served or limited, once it has closed.
     func release() {
         open.subtract(1, ordering: .relaxed)
-        openMeter.decrement()
+        openMeter?.decrement()
     }
 }

@@ -24,10 +24,10 @@ struct LimitedHTTP1Channel: ServerChildChannel {
     private let gate: ConnectionGate
     private let limits: ConnectionLimits
 
-    init(responder: @escaping HTTPChannelHandler.Responder, limits: ConnectionLimits) {
+    init(responder: @escaping HTTPChannelHandler.Responder, limits: ConnectionLimits, gate: ConnectionGate) {
         self.served = HTTP1Channel(responder: responder)
         self.operatorsOnly = HTTP1Channel(responder: Self.operatorsOnly(responder))
-        self.gate = ConnectionGate(maxConnections: limits.maxConnections, reserve: ConnectionLimits.operatorReserve)
+        self.gate = gate
         self.limits = limits
     }
 
@@ -84,7 +84,19 @@ struct LimitedHTTP1Channel: ServerChildChannel {
 extension HTTPServerBuilder {
     /// HTTP/1.1 with Herald's connection timeouts and cap (see `LimitedHTTP1Channel`).
     static func limitedHTTP1(limits: ConnectionLimits) -> HTTPServerBuilder {
-        HTTPServerBuilder { responder in LimitedHTTP1Channel(responder: responder, limits: limits) }
+        HTTPServerBuilder { responder in
+            let gate = ConnectionGate(maxConnections: limits.maxConnections, reserve: ConnectionLimits.operatorReserve)
+            return LimitedHTTP1Channel(responder: responder, limits: limits, gate: gate)
+        }
+    }
+
+    /// The operations listener: the same timeouts, a cap of its own and no reserve; not counted in the metrics
+    /// of client connections.
+    static func operationsHTTP1(limits: ConnectionLimits) -> HTTPServerBuilder {
+        HTTPServerBuilder { responder in
+            let gate = ConnectionGate(maxConnections: ConnectionLimits.operationsMaxConnections, reserve: 0, countsClients: false)
+            return LimitedHTTP1Channel(responder: responder, limits: limits, gate: gate)
+        }
     }
 }
 
