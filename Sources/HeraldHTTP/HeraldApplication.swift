@@ -61,9 +61,10 @@ public enum HeraldApplication {
         ChatRoutes(coordinator: coordinator, rateLimiter: rateLimiter, configuration: configuration).register(on: chats)
         StreamRoute(store: store, hub: hub, replayer: replayer, configuration: configuration).register(on: chats)
         WebhookRoute(coordinator: coordinator, signatures: signatures, configuration: configuration).register(on: router)
-        OperationsRoutes(
+        let operations = OperationsRoutes(
             store: store, redis: redis, hub: hub, streamJoins: coordinator.streamJoins, registry: registry, providerKeys: providerKeys
-        ).register(on: router)
+        )
+        operations.register(on: router)
         PageRoutes(userTokens: userTokens, configuration: configuration).register(on: router)
 
         // Shut down in reverse order: the server first (streams end), then these, the clients last.
@@ -74,8 +75,22 @@ public enum HeraldApplication {
             RunSweeper(coordinator: coordinator, interval: sweepInterval),
         ]
         if let providerKeys { services.append(providerKeys) }
+        if let operationsPort = configuration.connectionLimits.operationsPort {
+            let operationsRouter = Router(context: HeraldRequestContext.self)
+            operationsRouter.add(middleware: ErrorMiddleware())
+            operations.register(on: operationsRouter)
+            services.append(
+                Application(
+                    router: operationsRouter,
+                    server: .operationsHTTP1(limits: configuration.connectionLimits),
+                    configuration: .init(address: .hostname(configuration.host, port: operationsPort), serverName: "herald"),
+                    logger: logger
+                )
+            )
+        }
         return Application(
             router: router,
+            server: .limitedHTTP1(limits: configuration.connectionLimits),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "herald"),
             services: services,
             logger: logger

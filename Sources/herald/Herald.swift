@@ -70,7 +70,10 @@ struct Serve: AsyncParsableCommand {
         } catch {
             throw refuseToStart("\(error)")
         }
-        logger.info("herald starting", metadata: ["address": "\(configuration.host):\(configuration.port)", "agent": "\(configuration.agentKind.rawValue) \(configuration.agentURL)"])
+        logger.info("herald starting", metadata: [
+            "address": "\(configuration.host):\(configuration.port)", "agent": "\(configuration.agentKind.rawValue) \(configuration.agentURL)",
+            "max_connections": "\(configuration.connectionLimits.maxConnections)",
+        ])
         try await application.run()
     }
 }

@@ -56,6 +56,8 @@ public struct HeraldConfiguration: Sendable {
     public var sendsPerMinute: Int
     /// Deepest JSON nesting accepted in a request body.
     public var maxJSONDepth: Int
+    /// Timeouts of client connections and their cap.
+    public var connectionLimits: ConnectionLimits
 
     public init(
         redisURL: String = "redis://127.0.0.1:6379",
@@ -89,7 +91,8 @@ public struct HeraldConfiguration: Sendable {
         corsOrigins: [String] = [],
         maxStreamsPerUser: Int = 20,
         sendsPerMinute: Int = 30,
-        maxJSONDepth: Int = 32
+        maxJSONDepth: Int = 32,
+        connectionLimits: ConnectionLimits = .init()
     ) {
         self.redisURL = redisURL
         self.databaseURL = databaseURL
@@ -123,6 +126,7 @@ public struct HeraldConfiguration: Sendable {
         self.maxStreamsPerUser = maxStreamsPerUser
         self.sendsPerMinute = sendsPerMinute
         self.maxJSONDepth = maxJSONDepth
+        self.connectionLimits = connectionLimits
     }
 }
 
@@ -200,6 +204,13 @@ extension HeraldConfiguration {
         configuration.maxStreamsPerUser = try reader.integer("HERALD_MAX_STREAMS_PER_USER", default: defaults.maxStreamsPerUser, range: 1...100_000)
         configuration.sendsPerMinute = try reader.integer("HERALD_SENDS_PER_MINUTE", default: defaults.sendsPerMinute, range: 1...1_000_000)
         configuration.maxJSONDepth = try reader.integer("HERALD_MAX_JSON_DEPTH", default: defaults.maxJSONDepth, range: 2...512)
+        configuration.connectionLimits = try ConnectionLimits.fromEnvironment(
+            reader,
+            defaultMaxConnections: ConnectionLimits.defaultMaxConnections(
+                fileDescriptorLimit: ConnectionLimits.currentFileDescriptorLimit(),
+                databasePoolSize: configuration.databasePoolSize, agentStreamMaxJoins: configuration.agentStreamMaxJoins
+            )
+        )
         return configuration
     }
 }

@@ -1,0 +1,140 @@
+import HeraldCore
+import HTTPTypes
+import HummingbirdCore
+import Logging
+import NIOCore
+import NIOHTTP1
+
+/// Hummingbird's HTTP/1.1 child channel with Herald's connection limits: each accepted connection is admitted by
+/// the `ConnectionGate` (served, limited to the operators' routes, or refused at once), and a served connection's
+/// pipeline gets the request timeouts, the JSON answers to malformed heads and HTTP/1.0's connection handling.
+struct LimitedHTTP1Channel: ServerChildChannel {
+    struct Connection: ServerChildChannelValue {
+        let channel: any Channel
+        /// Nil for a refused connection: it is answered and closed by `CapacityRefusal`, without HTTP.
+        let http: HTTP1Channel.Value?
+        let admission: ConnectionGate.Admission
+    }
+
+    /// The routes a connection in the operators' reserve may use.
+    static let operatorPaths: Set<String> = ["/healthz", "/metrics"]
+
+    private let served: HTTP1Channel
+    private let operatorsOnly: HTTP1Channel
+    private let gate: ConnectionGate
+    private let limits: ConnectionLimits
+
+    init(responder: @escaping HTTPChannelHandler.Responder, limits: ConnectionLimits, gate: ConnectionGate) {
+        self.served = HTTP1Channel(responder: responder)
+        self.operatorsOnly = HTTP1Channel(responder: Self.operatorsOnly(responder))
+        self.gate = gate
+        self.limits = limits
+    }
+
+    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Connection> {
+        let admission = gate.admit()
+        guard admission != .refused else {
+            return channel.eventLoop.makeCompletedFuture {
+                try channel.pipeline.syncOperations.addHandler(CapacityRefusal())
+                return Connection(channel: channel, http: nil, admission: admission)
+            }
+        }
+        let gate = self.gate
+        channel.closeFuture.whenComplete { _ in gate.release() }
+        let limits = self.limits
+        return served.setup(channel: channel, logger: logger).flatMapThrowing { http in
+            let pipeline = channel.pipeline.syncOperations
+            let decoder = try pipeline.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
+            let timeouts = RequestTimeoutHandler(limits: limits)
+            try pipeline.addHandlers([MalformedRequestResponder(), timeouts, ConnectionPersistenceHandler()], position: .after(decoder))
+            try pipeline.addHandler(RequestStartObserver(reportingTo: timeouts), position: .first)
+            return Connection(channel: channel, http: http, admission: admission)
+        }
+    }
+
+    func handle(value: Connection, logger: Logger) async {
+        guard let http = value.http else { return }
+        await (value.admission == .operatorsOnly ? operatorsOnly : served).handle(value: http, logger: logger)
+    }
+
+    /// Serves the operators' routes and answers everything else with 503 and `Retry-After`.
+    private static func operatorsOnly(_ responder: @escaping HTTPChannelHandler.Responder) -> HTTPChannelHandler.Responder {
+        { request, writer, channel in
+            if operatorPaths.contains(request.uri.path) {
+                try await responder(request, writer, channel)
+                return
+            }
+            let error = overCapacity
+            var headers = error.headers
+            headers[.contentType] = "application/json; charset=utf-8"
+            try await writer.write(
+                response: HTTPResponse(status: error.status, headerFields: headers),
+                body: ResponseBody(byteBuffer: ByteBuffer(bytes: error.jsonBody))
+            )
+        }
+    }
+
+    static var overCapacity: APIError {
+        var error = APIError(.serviceUnavailable, "over_capacity", "this node is at its connection limit; retry later")
+        error.headers[.retryAfter] = "5"
+        return error
+    }
+}
+
+extension HTTPServerBuilder {
+    /// HTTP/1.1 with Herald's connection timeouts and cap (see `LimitedHTTP1Channel`).
+    static func limitedHTTP1(limits: ConnectionLimits) -> HTTPServerBuilder {
+        HTTPServerBuilder { responder in
+            let gate = ConnectionGate(maxConnections: limits.maxConnections, reserve: ConnectionLimits.operatorReserve)
+            return LimitedHTTP1Channel(responder: responder, limits: limits, gate: gate)
+        }
+    }
+
+    /// The operations listener: the same timeouts, a cap of its own and no reserve; not counted in the metrics
+    /// of client connections.
+    static func operationsHTTP1(limits: ConnectionLimits) -> HTTPServerBuilder {
+        HTTPServerBuilder { responder in
+            let gate = ConnectionGate(maxConnections: ConnectionLimits.operationsMaxConnections, reserve: 0, countsClients: false)
+            return LimitedHTTP1Channel(responder: responder, limits: limits, gate: gate)
+        }
+    }
+}
+
+/// The whole life of a connection beyond the cap and the operators' reserve: a 503 with `Retry-After`, written as
+/// soon as it is accepted, without reading its request, then closed. A client that has already sent its request
+/// may see a reset instead; either way it is refused within moments and holds no descriptor.
+final class CapacityRefusal: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private var hasAnswered = false
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { answer(context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        answer(context)
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
+
+    private func answer(_ context: ChannelHandlerContext) {
+        guard !hasAnswered else { return }
+        hasAnswered = true
+        let error = LimitedHTTP1Channel.overCapacity
+        var head = "HTTP/1.1 \(error.status.code) \(error.status.reasonPhrase)\r\n"
+        head += "Content-Type: application/json; charset=utf-8\r\n"
+        for field in error.headers { head += "\(field.name.rawName): \(field.value)\r\n" }
+        head += "Content-Length: \(error.jsonBody.count)\r\nConnection: close\r\n\r\n"
+        var buffer = context.channel.allocator.buffer(capacity: head.utf8.count + error.jsonBody.count)
+        buffer.writeString(head)
+        buffer.writeBytes(error.jsonBody)
+        let written = context.eventLoop.makePromise(of: Void.self)
+        context.writeAndFlush(wrapOutboundOut(buffer), promise: written)
+        written.futureResult.assumeIsolated().whenComplete { _ in
+            context.close(promise: nil)
+        }
+    }
+}
