@@ -10,6 +10,12 @@ public func freeTCPPort() -> Int {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     precondition(fd >= 0, "socket() failed")
     defer { close(fd) }
+    guard let port = bindToLoopback(fd) else { preconditionFailure("bind() failed") }
+    return port
+}
+
+/// Binds `fd` to a port of the kernel's choice on 127.0.0.1 and returns that port; nil if binding failed.
+func bindToLoopback(_ fd: Int32) -> Int? {
     var address = sockaddr_in()
     address.sin_family = sa_family_t(AF_INET)
     address.sin_port = 0
@@ -20,6 +26,5 @@ public func freeTCPPort() -> Int {
             bind(fd, pointer, length) == 0 && getsockname(fd, pointer, &length) == 0
         }
     }
-    precondition(bound, "bind() failed")
-    return Int(UInt16(bigEndian: address.sin_port))
+    return bound ? Int(UInt16(bigEndian: address.sin_port)) : nil
 }
