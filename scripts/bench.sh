@@ -62,9 +62,11 @@ WARMUP="--subscribers 10 --webhooks 1000 --concurrency 8 --rate 0"
 # Herald side by side with Nchan (BENCH_NCHAN=1): the same herald-load arguments against both. publish:
 # one stream, 5 000 publishes (signed delta webhooks for Herald) from 16 connections as fast as they go;
 # burst: one channel, 5 000 streams, 50 frames as fast as they go; paced: 2 000 streams at 20 frames/s
-# (40 000 deliveries/s); idle: 15 000 open streams (RSS per stream); connect: time to open 5 000 streams.
+# (40 000 deliveries/s); threads: 1 000 threads (channels) × 5 streams, 10 publishes to each, as fast as
+# 16 connections go; idle: 15 000 open streams (RSS per stream); connect: time to open 5 000 streams.
 VS_SCENARIOS=(
     "vs-publish|--subscribers 1 --webhooks 5000 --concurrency 16 --rate 0"
+    "vs-threads-1000|--threads 1000 --subscribers 5000 --webhooks 10 --concurrency 16 --rate 0 --connect-batch 200"
     "vs-burst-5000|--subscribers 5000 --webhooks 50 --concurrency 1 --rate 0 --connect-batch 200"
     "vs-paced-2000|--subscribers 2000 --webhooks 200 --rate 20 --connect-batch 200"
     "vs-idle-15000|--connections-only --subscribers 15000 --connect-batch 200"
@@ -347,6 +349,8 @@ if ((BENCH_NCHAN == 1)); then
                 figures="open_s kib_per_connection"
             elif [[ $name == vs-publish ]]; then
                 figures="server_us_per_publish webhooks_per_s p50_ms p99_ms"
+            elif [[ $name == vs-threads-* ]]; then
+                figures="server_us_per_publish frames_per_s p50_ms p99_ms p999_ms"
             else
                 figures="server_us_per_frame frames_per_s p50_ms p99_ms p999_ms"
             fi

@@ -17,7 +17,7 @@ struct HeraldLoad: AsyncParsableCommand {
             HERALD_WEBHOOK_SECRET as --webhook-secret or in the environment) or the run's callback token, read \
             from the demo agent's GET /runs (--webhook-auth token --agent-url ...).
 
-            Default mode: creates a thread and a run on it (a send with "[[silent]]", which the demo agent never \
+            Default mode: creates a thread (--threads: several) and a run on each (a send with "[[silent]]", which the demo agent never \
             answers; give the server a large HERALD_RUN_TIMEOUT_SECONDS), opens --subscribers SSE streams on the \
             thread, then posts --webhooks native delta webhooks (POST /webhook/chat-response) from --concurrency \
             keep-alive connections, paced at --rate per second or as fast as they go (--rate 0). Every delta \
@@ -46,7 +46,7 @@ struct HeraldLoad: AsyncParsableCommand {
     @Option(help: "With --webhook-auth token: the demo agent, whose GET /runs lists callback URLs.")
     var agentURL = "http://127.0.0.1:8090"
     @Option(help: "SSE subscribers (all on one thread unless --connections-only --threads).") var subscribers = 100
-    @Option(help: "Delta webhooks to post.") var webhooks = 2000
+    @Option(help: "Delta webhooks to post (to each thread, with --threads).") var webhooks = 2000
     @Option(help: "Webhooks per second; 0: as fast as --concurrency allows.") var rate: Double = 0
     @Option(help: "Webhook requests in flight, one keep-alive connection each.") var concurrency = 8
     @Option(help: "Event-loop threads of this tool (subscribers and senders are spread over them).") var eventLoops = 2
@@ -55,7 +55,8 @@ struct HeraldLoad: AsyncParsableCommand {
     @Option(help: "Redis server's pid: its CPU time during the measurement.") var redisPid: Int32?
     @Option(help: "PostgreSQL postmaster's pid: CPU time of it and its backends during the measurement.") var postgresPid: Int32?
     @Flag(help: "Hold idle SSE connections and report RSS per connection.") var connectionsOnly = false
-    @Option(help: "With --connections-only: threads the connections are spread over.") var threads = 1
+    @Option(help: "Threads (plain mode: channels) the subscribers are spread over; each gets --webhooks deltas.")
+    var threads = 1
     @Option(help: "With --connections-only: seconds to hold the connections before measuring.") var holdSeconds: Double = 2
     @Option(help: "Seconds to wait for frames still on their way after the last webhook's answer.") var drainTimeout: Double = 30
     @Option(help: "Connections opened concurrently.") var connectBatch = 50
@@ -77,6 +78,9 @@ struct HeraldLoad: AsyncParsableCommand {
         guard drainTimeout > 0, drainTimeout <= 3600 else { throw ValidationError("--drain-timeout must be in (0, 3600]") }
         guard (1...1000).contains(connectBatch) else { throw ValidationError("--connect-batch must be 1…1000") }
         if connectionsOnly && subscribers == 0 { throw ValidationError("--connections-only needs --subscribers > 0") }
+        if threads > 1 && !connectionsOnly && webhookAuth == .token && subscribePath == nil {
+            throw ValidationError("--webhook-auth token takes one thread")
+        }
         if (subscribePath == nil) != (publishPath == nil) { throw ValidationError("--subscribe-path and --publish-path go together") }
         for path in [subscribePath, publishPath].compactMap(\.self) where !path.hasPrefix("/") {
             throw ValidationError("paths start with /, got \(path)")
@@ -222,10 +226,9 @@ struct LoadContext: Sendable {
         return threads.map { "/chats/sse/\($0)" }
     }
 
-    /// Opens `subscribers` streams, `connectBatch` at a time; each returns once it is ready (Herald: `: connected`;
-    /// plain mode: the 200 head).
-    private func openSubscribers(threads: [String], expected: Int, progress: Progress) async throws -> [Subscriber] {
-        let paths = streamPaths(threads: threads)
+    /// Opens `subscribers` streams over `paths` (subscriber `i` reads `paths[i % paths.count]`), `connectBatch`
+    /// at a time; each returns once it is ready (Herald: `: connected`; plain mode: the 200 head).
+    private func openSubscribers(paths: [String], expected: Int, progress: Progress) async throws -> [Subscriber] {
         var opened: [Subscriber] = []
         opened.reserveCapacity(subscribers)
         var next = 0
@@ -238,8 +241,8 @@ struct LoadContext: Sendable {
                         do {
                             return .success(
                                 try await Subscriber.open(
-                                    target, path: path, headers: userHeaders, plain: plain != nil, expected: expected, progress: progress,
-                                    group: group
+                                    target, path: path, source: index % paths.count, headers: userHeaders, plain: plain != nil,
+                                    expected: expected, progress: progress, group: group
                                 )
                             )
                         } catch {
@@ -270,44 +273,52 @@ struct LoadContext: Sendable {
     // MARK: Deltas
 
     func deltas() async throws -> Bool {
-        if plain != nil { return try await deltas(thread: nil) }
-        let thread = try await createThread()
+        if let plain {
+            // One channel, or one per --threads, each with its own publish path.
+            let channels = threads == 1 ? [plain] : (0..<threads).map { (plain.subscribe + "x\($0)", plain.publish + "x\($0)") }
+            return try await deltas(sources: channels.map { DeltaSource(streamPath: $0.0, runID: "", webhook: WebhookTarget(uri: $0.1, signer: nil, plain: true)) })
+        }
+        var threadIDs: [String] = []
         do {
-            let passed = try await deltas(thread: thread)
-            await deleteThreads([thread])
+            var sources: [DeltaSource] = []
+            for _ in 0..<threads {
+                let thread = try await createThread()
+                threadIDs.append(thread)
+                sources.append(try await deltaSource(thread: thread))
+            }
+            let passed = try await deltas(sources: sources)
+            await deleteThreads(threadIDs)
             return passed
         } catch {
-            await deleteThreads([thread])
+            await deleteThreads(threadIDs)
             throw error
         }
     }
 
-    /// `thread`: Herald's; nil in plain mode.
-    private func deltas(thread: String?) async throws -> Bool {
+    /// A thread with an open run, and where its deltas go.
+    private func deltaSource(thread: String) async throws -> DeltaSource {
+        let runID = try await startRun(on: thread)
         let webhook: WebhookTarget
-        let runID: String
-        if let thread {
-            runID = try await startRun(on: thread)
-            switch webhookAuth {
-            case .signed, .none:
-                webhook = WebhookTarget(uri: "/webhook/chat-response", signer: signer)
-            case .token:
-                guard let agent else { throw LoadError("--webhook-auth token needs --agent-url") }
-                webhook = WebhookTarget(uri: try await WebhookTarget.callbackURI(agent: agent, thread: thread, group: group), signer: nil)
-            }
-        } else {
-            guard let plain else { throw LoadError("no thread and no --publish-path") }
-            runID = ""
-            webhook = WebhookTarget(uri: plain.publish, signer: nil, plain: true)
+        switch webhookAuth {
+        case .signed, .none:
+            webhook = WebhookTarget(uri: "/webhook/chat-response", signer: signer)
+        case .token:
+            guard let agent else { throw LoadError("--webhook-auth token needs --agent-url") }
+            webhook = WebhookTarget(uri: try await WebhookTarget.callbackURI(agent: agent, thread: thread, group: group), signer: nil)
         }
+        return DeltaSource(streamPath: "/chats/sse/\(thread)", runID: runID, webhook: webhook)
+    }
+
+    /// Each source gets `webhooks` deltas (numbered 0..<webhooks in it); its subscribers must get each once.
+    private func deltas(sources: [DeltaSource]) async throws -> Bool {
         let rssStart = probes.serverRSSKiB()
 
         let progress = Progress()
         let openStart = Now.nanos()
-        let streams = try await openSubscribers(threads: thread.map { [$0] } ?? [], expected: webhooks, progress: progress)
+        let streams = try await openSubscribers(paths: sources.map(\.streamPath), expected: webhooks, progress: progress)
         let openSeconds = Double(Now.nanos() - openStart) / 1e9
         let rssSubscribed = probes.serverRSSKiB()
-        log("\(streams.count) subscribers connected in \(String(format: "%.2f", openSeconds)) s; posting \(webhooks) webhooks")
+        log("\(streams.count) subscribers connected in \(String(format: "%.2f", openSeconds)) s; posting \(webhooks * sources.count) webhooks")
 
         var senders: [HTTP.Connection] = []
         for _ in 0..<concurrency {
@@ -319,13 +330,11 @@ struct LoadContext: Sendable {
         let loadAverage = ProcessProbe.loadAverage()
         let cpuBefore = CPUSample.take(probes)
         let start = Now.nanos()
-        let schedule = Schedule(total: webhooks, rate: rate > 0 ? rate : nil, start: .now)
+        let schedule = Schedule(total: webhooks * sources.count, rate: rate > 0 ? rate : nil, start: .now)
         let sent = try await withThrowingTaskGroup(of: SenderReport.self) { tasks in
             for connection in senders {
                 tasks.addTask {
-                    try await Sender.run(
-                        on: connection, schedule: schedule, runID: runID, padding: padding, host: host, webhook: webhook
-                    )
+                    try await Sender.run(on: connection, schedule: schedule, sources: sources, padding: padding, host: host)
                 }
             }
             var total = SenderReport()
@@ -356,12 +365,15 @@ struct LoadContext: Sendable {
         let cpu = CPUSample.take(probes) - cpuBefore
         let rssEnd = probes.serverRSSKiB()
 
-        var accepted = [Bool](repeating: false, count: webhooks)
-        for index in sent.accepted { accepted[index] = true }
+        var accepted = [[Bool]](repeating: [Bool](repeating: false, count: webhooks), count: sources.count)
+        for global in sent.accepted {
+            let (source, index) = Schedule.place(global, sources: sources.count)
+            accepted[source][index] = true
+        }
         var results: [SubscriberResult] = []
         results.reserveCapacity(streams.count)
         for stream in streams {
-            results.append(try await stream.result(accepted: accepted))
+            results.append(try await stream.result(accepted: accepted[stream.source]))
         }
         for stream in streams { await stream.close() }
 
@@ -388,9 +400,9 @@ struct LoadContext: Sendable {
 
         var report = Report()
         report.line(
-            "scenario: \(streams.count) subscriber(s) on one thread, \(webhooks) delta webhooks, "
+            "scenario: \(streams.count) subscriber(s) over \(sources.count) thread(s), \(webhooks) delta webhooks each, "
                 + "\(rate > 0 ? String(format: "%.0f/s", rate) : "max rate"), concurrency \(concurrency), "
-                + "payload \(payloadBytes) B, webhooks \(webhookAuth.rawValue)"
+                + "payload \(payloadBytes) B, webhooks \(plain == nil ? webhookAuth.rawValue : "plain")"
         )
         report.line(
             String(
@@ -427,7 +439,8 @@ struct LoadContext: Sendable {
         report.field("label", label)
         report.field("mode", "deltas")
         report.field("subscribers", streams.count)
-        report.field("webhooks", webhooks)
+        report.field("threads", sources.count)
+        report.field("webhooks", webhooks * sources.count)
         report.field("rate", rate, decimals: 0)
         report.field("concurrency", concurrency)
         report.field("payload", payloadBytes)
@@ -486,7 +499,7 @@ struct LoadContext: Sendable {
         let rssBefore = probes.serverRSSKiB()
         let cpuBefore = CPUSample.take(probes)
         let openStart = Now.nanos()
-        let streams = try await openSubscribers(threads: threadIDs, expected: 0, progress: progress)
+        let streams = try await openSubscribers(paths: streamPaths(threads: threadIDs), expected: 0, progress: progress)
         let openSeconds = Double(Now.nanos() - openStart) / 1e9
         let cpuOpen = CPUSample.take(probes) - cpuBefore
         log("\(streams.count) connections open in \(String(format: "%.2f", openSeconds)) s; holding \(holdSeconds) s")

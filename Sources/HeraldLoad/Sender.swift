@@ -21,6 +21,12 @@ final class Schedule: Sendable {
         return index < total ? index : nil
     }
 
+    /// Webhook `global` of the schedule is delta `index` of source `source`: sources take turns, so every thread
+    /// gets its deltas spread over the whole run.
+    static func place(_ global: Int, sources: Int) -> (source: Int, index: Int) {
+        (global % sources, global / sources)
+    }
+
     func due(_ index: Int) -> ContinuousClock.Instant? {
         guard let rate else { return nil }
         return start.advanced(by: .nanoseconds(Int64((Double(index) * 1e9 / rate).rounded())))
@@ -49,19 +55,28 @@ struct SenderReport: Sendable {
     }
 }
 
+/// Where one thread's (or channel's) deltas go, and where its subscribers read them.
+struct DeltaSource: Sendable {
+    let streamPath: String
+    /// Herald's run on the thread; empty in plain mode.
+    let runID: String
+    let webhook: WebhookTarget
+}
+
 /// One keep-alive connection posting native delta webhooks, one at a time, until the schedule runs out.
 enum Sender {
     static func run(
-        on connection: HTTP.Connection, schedule: Schedule, runID: String, padding: String, host: String,
-        webhook: WebhookTarget
+        on connection: HTTP.Connection, schedule: Schedule, sources: [DeltaSource], padding: String, host: String
     ) async throws -> SenderReport {
         try await connection.executeThenClose { inbound, outbound in
             var iterator = inbound.makeAsyncIterator()
             var report = SenderReport()
-            while let index = schedule.take() {
-                if let due = schedule.due(index), due > .now {
+            while let global = schedule.take() {
+                if let due = schedule.due(global), due > .now {
                     try await Task.sleep(until: due, tolerance: .microseconds(100), clock: .continuous)
                 }
+                let (source, index) = Schedule.place(global, sources: sources.count)
+                let webhook = sources[source].webhook, runID = sources[source].runID
                 let sent = Now.nanos()
                 let delta = "\(index):\(sent):\(padding)"
                 let body = ByteBuffer(
@@ -77,7 +92,7 @@ enum Sender {
                 report.roundTrips.append(Int64(bitPattern: received &- sent))
                 report.lastResponse = received
                 if webhook.plain, (200..<300).contains(reply.status.code) {
-                    report.accepted.append(index)
+                    report.accepted.append(global)
                     continue
                 }
                 guard reply.status == .ok else {
@@ -87,7 +102,7 @@ enum Sender {
                 }
                 let text = reply.text
                 if text.contains("\"accepted\"") {
-                    report.accepted.append(index)
+                    report.accepted.append(global)
                 } else if text.contains("\"duplicate\"") {
                     report.duplicate += 1
                 } else {

@@ -35,11 +35,13 @@ struct SubscriberResult: Sendable {
 struct Subscriber: Sendable {
     let channel: any Channel
     let connected: EventLoopPromise<Void>
+    /// Which delta source (thread or channel) it reads.
+    let source: Int
 
     /// `plain`: another hub's stream, ready at its 200 head, deltas in any event's data.
     static func open(
-        _ target: Target, path uri: String, headers: [(String, String)], plain: Bool, expected: Int, progress: Progress,
-        group: any EventLoopGroup, timeout: TimeAmount = .seconds(15)
+        _ target: Target, path uri: String, source: Int, headers: [(String, String)], plain: Bool, expected: Int,
+        progress: Progress, group: any EventLoopGroup, timeout: TimeAmount = .seconds(15)
     ) async throws -> Subscriber {
         let host = target.hostHeader
         let subscriber = try await ClientBootstrap(group: group)
@@ -55,7 +57,7 @@ struct Subscriber: Sendable {
                             connected: connected
                         )
                     )
-                    return Subscriber(channel: channel, connected: connected)
+                    return Subscriber(channel: channel, connected: connected, source: source)
                 }
             }
         let promise = subscriber.connected
