@@ -38,7 +38,10 @@ public final class RunCoordinator: Sendable {
                 runTimeoutSeconds: configuration.runTimeoutSeconds, logger: logger
             )
             : nil
-        self.openRuns = OpenRunCache(capacity: 65_536, lifetime: .seconds(configuration.runTimeoutSeconds))
+        // No longer than a run lives, nor than Redis keeps the delta set that marks a run's end.
+        self.openRuns = OpenRunCache(
+            capacity: 65_536, lifetime: .seconds(min(configuration.runTimeoutSeconds, Double(configuration.logTTLSeconds)))
+        )
         self.logger = logger
     }
 
