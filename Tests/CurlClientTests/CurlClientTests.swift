@@ -105,8 +105,10 @@ struct CurlHTTPClientTests {
     @Test func connectionRefusedIsAConnectError() async throws {
         let client = try CurlHTTPClient(logger: logger)
         defer { client.shutdown() }
+        let closed = RefusingPort()
+        defer { withExtendedLifetime(closed) {} }
         let error = await #expect(throws: CurlError.self) {
-            _ = try await client.execute(CurlRequest(url: "http://127.0.0.1:\(freeTCPPort())/"))
+            _ = try await client.execute(CurlRequest(url: "http://127.0.0.1:\(closed.port)/"))
         }
         #expect(error?.isConnectError == true)
         #expect(error?.isTimeout == false)
@@ -147,8 +149,10 @@ struct CurlHTTPClientTests {
         #expect(await eventually { server.clientClosedHangs == 1 })
 
         // The client still works afterwards.
+        let closed = RefusingPort()
+        defer { withExtendedLifetime(closed) {} }
         let refused = await #expect(throws: CurlError.self) {
-            _ = try await client.execute(CurlRequest(url: "http://127.0.0.1:\(freeTCPPort())/"))
+            _ = try await client.execute(CurlRequest(url: "http://127.0.0.1:\(closed.port)/"))
         }
         #expect(refused?.isConnectError == true)
     }
@@ -274,8 +278,10 @@ struct RetryTests {
         // End to end against a closed port.
         let client = try CurlHTTPClient(logger: logger)
         defer { client.shutdown() }
+        let closed = RefusingPort()
+        defer { withExtendedLifetime(closed) {} }
         let real = await #expect(throws: CurlError.self) {
-            _ = try await client.execute(CurlRequest(url: "http://127.0.0.1:\(freeTCPPort())/"), retrying: fast)
+            _ = try await client.execute(CurlRequest(url: "http://127.0.0.1:\(closed.port)/"), retrying: fast)
         }
         #expect(real?.isConnectError == true)
     }

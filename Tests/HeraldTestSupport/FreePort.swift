@@ -28,3 +28,19 @@ func bindToLoopback(_ fd: Int32) -> Int? {
     }
     return bound ? Int(UInt16(bigEndian: address.sin_port)) : nil
 }
+
+/// A port on 127.0.0.1 that refuses connections for as long as this object lives: bound and never listening, so
+/// no other test can take it meanwhile (as it can a port from `freeTCPPort()`).
+public final class RefusingPort: Sendable {
+    public let port: Int
+    private let fd: Int32
+
+    public init() {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        precondition(fd >= 0, "socket() failed")
+        guard let port = bindToLoopback(fd) else { preconditionFailure("bind() failed") }
+        self.port = port
+    }
+
+    deinit { close(fd) }
+}
