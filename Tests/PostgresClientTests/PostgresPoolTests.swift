@@ -259,9 +259,11 @@ private func postgresError(_ body: () async throws -> Void) async -> PostgresErr
     }
 
     @Test func nothingListening() async throws {
+        let closed = RefusingPort()
+        defer { withExtendedLifetime(closed) {} }
         let pool = PostgresPool(
             configuration: PostgresConfiguration(
-                connectionString: "host=127.0.0.1 port=\(freeTCPPort()) user=postgres dbname=none",
+                connectionString: "host=127.0.0.1 port=\(closed.port) user=postgres dbname=none",
                 connectTimeoutSeconds: 2
             ),
             logger: Logger(label: "test.nothing")

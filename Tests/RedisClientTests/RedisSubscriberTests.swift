@@ -74,8 +74,10 @@ private struct Harness {
     }
 
     @Test func subscribeWithoutConnectionThrowsNotConnected() async throws {
+        let closed = RefusingPort()
+        defer { withExtendedLifetime(closed) {} }
         let subscriber = RedisSubscriber(
-            configuration: RedisConfiguration(port: freeTCPPort()),
+            configuration: RedisConfiguration(port: closed.port),
             name: "nobody",
             logger: testLogger,
             onMessage: { _, _ in }
