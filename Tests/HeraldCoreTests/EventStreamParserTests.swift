@@ -56,8 +56,7 @@ struct EventStreamParserTests {
 
     @Test("a real LangGraph run stream reads the same as with the tests' own spec parser")
     func realLangGraphStream() throws {
-        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/langgraph-run-stream.txt")
-        let bytes = Array(try Data(contentsOf: url))
+        let bytes = try fixture("langgraph-run-stream.txt")
         var reference = SSEParser()
         let expected = reference.feed(bytes).compactMap { item -> ServerSentEvent? in
             guard case .event(let event) = item else { return nil }

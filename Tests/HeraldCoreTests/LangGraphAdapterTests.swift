@@ -53,9 +53,8 @@ struct LangGraphAdapterTests {
 
     @Test("a real run stream: the AI chunks of the run, in order, are the reply")
     func realStream() throws {
-        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/langgraph-run-stream.txt")
         var parser = EventStreamParser()
-        let events = try parser.feed(Array(try Data(contentsOf: url)))
+        let events = try parser.feed(try fixture("langgraph-run-stream.txt"))
         let adapter = LangGraphAdapter(baseURL: "http://engine", assistantID: "chat", streamsTokens: true)
         let texts = events.compactMap { adapter.replyText(in: $0, engineRunID: engineRunID) }
         #expect(texts.count == 23)

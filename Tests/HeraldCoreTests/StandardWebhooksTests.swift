@@ -18,9 +18,7 @@ struct WebhookVector: Decodable, Sendable, CustomTestStringConvertible {
 
     static func load() throws -> [WebhookVector] {
         struct File: Decodable { var cases: [WebhookVector] }
-        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-            .appendingPathComponent("Fixtures/standard-webhooks-vectors.json")
-        return try JSONDecoder().decode(File.self, from: Data(contentsOf: url)).cases
+        return try JSONDecoder().decode(File.self, from: Data(try fixture("standard-webhooks-vectors.json"))).cases
     }
 
     /// Loaded once for the parameterized test; a load failure is reported by `vectorsLoad`.

@@ -5,11 +5,6 @@ import Testing
 
 @Suite("webhook decoding")
 struct WebhookDecoderTests {
-    func fixture(_ name: String) throws -> [UInt8] {
-        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/\(name)")
-        return Array(try Data(contentsOf: url))
-    }
-
     let run = UUID()
 
     @Test("LangGraph success: the reply is the last AI message, the run id comes from the callback URL")
