@@ -8,8 +8,7 @@ public struct CurlResponseHead: Sendable {
 
     /// The first header with this name (case-insensitive).
     public func header(_ name: String) -> String? {
-        let wanted = name.lowercased()
-        return headers.first { $0.name.lowercased() == wanted }?.value
+        headers.first(named: name)
     }
 }
 

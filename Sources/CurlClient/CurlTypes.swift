@@ -46,8 +46,15 @@ public struct CurlResponse: Sendable {
 
     /// The first header with this name (case-insensitive).
     public func header(_ name: String) -> String? {
+        headers.first(named: name)
+    }
+}
+
+extension [(name: String, value: String)] {
+    /// The value of the first header with this name (case-insensitive).
+    func first(named name: String) -> String? {
         let wanted = name.lowercased()
-        return headers.first { $0.name.lowercased() == wanted }?.value
+        return first { $0.name.lowercased() == wanted }?.value
     }
 }
 
