@@ -115,7 +115,12 @@ struct StreamRoute {
                 await withGracefulShutdownHandler {
                     while let chunks = await session.nextChunks() {
                         do {
-                            try await writer.write(contentsOf: chunks)
+                            // The usual case, one frame, skips the sequence write's array of parts.
+                            if chunks.count == 1 {
+                                try await writer.write(chunks[0])
+                            } else {
+                                try await writer.write(contentsOf: chunks)
+                            }
                         } catch {
                             connection.end(.clientGone)
                             return

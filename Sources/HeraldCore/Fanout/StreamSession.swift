@@ -75,7 +75,10 @@ public struct StreamSession: Sendable {
         while let item = await connection.next() {
             switch item {
             case .frame(let frame):
-                let frames = ([frame] + connection.takeQueuedFrames(limit: Self.maxFramesPerWrite - 1)).filter { isNew($0) }
+                var frames = isNew(frame) ? [frame] : []
+                for queued in connection.takeQueuedFrames(limit: Self.maxFramesPerWrite - 1) where isNew(queued) {
+                    frames.append(queued)
+                }
                 if !frames.isEmpty { return frames }
             case .heartbeat:
                 return [ByteBuffer(string: heartbeatText)]
