@@ -62,7 +62,7 @@ HERALD_PID=$!
 wait_healthy "herald serve" "http://127.0.0.1:$HERALD_PORT/readyz" "$HERALD_PID" "$WORK/herald.log"
 TOKEN=$("$BIN" token --user latency --ttl 1h --insecure-dev)
 
-say "herald $CONFIG, langgraph dev $("$VENV/bin/pip" show langgraph-api 2>/dev/null | sed -n 's/^Version: //p'), $RUNS runs x $TOKENS tokens"
+say "herald $BIN, langgraph dev $("$VENV/bin/pip" show langgraph-api 2>/dev/null | sed -n 's/^Version: //p'), $RUNS runs x $TOKENS tokens"
 python3 - "$HERALD_PORT" "$TOKEN" "$RUNS" "$TOKENS" "$ENGINE_PORT" "$API_KEY" <<'PY'
 import http.client, json, statistics, sys, threading, time
 
