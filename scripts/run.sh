@@ -9,7 +9,7 @@
 #      (a `langgraph dev` server, say: see docs/webhooks.md)
 #   6. runs `herald serve` on $HERALD_HOST:$HERALD_PORT (127.0.0.1:8080) and, once it
 #      answers /healthz, prints the chat page's URL, a token and a curl example
-# Ctrl-C stops Herald and the demo agent; Redis and PostgreSQL keep running
+# Ctrl-C stops Herald and the demo agent (if started); Redis and PostgreSQL keep running
 # (`make stop` stops them).
 #
 # env (all optional): HERALD_PORT (8080), HERALD_HOST (127.0.0.1), DEMO_AGENT_PORT
@@ -101,9 +101,11 @@ if [[ -z $OWN_ENGINE ]]; then
     wait_healthy "the demo agent" "$AGENT_URL/healthz" "$DEMO_PID" "$DATA/demo-agent.log"
     say "demo agent up at $AGENT_URL (pid $DEMO_PID, log $DATA/demo-agent.log)"
     ENGINE_LINE="demo agent:    $AGENT_URL   (log: $DATA/demo-agent.log)"
+    STOPS="Herald and the demo agent"
 else
     say "using the engine at $AGENT_URL (no demo agent)"
     ENGINE_LINE="engine:        $AGENT_URL   ($AGENT_KIND, assistant $AGENT_ASSISTANT_ID)"
+    STOPS="Herald"
 fi
 
 # Herald runs as a child that this script waits for (rather than exec'd), so that
@@ -118,7 +120,7 @@ TOKEN=$("$BIN" token --user demo --ttl 24h "${TOKEN_FLAGS[@]}")
 cat <<BANNER
 
   Chat page:     $BASE/     ($SIGN_IN)
-  Herald is up:  $BASE     (Ctrl-C stops Herald and the demo agent)
+  Herald is up:  $BASE     (Ctrl-C stops $STOPS)
   $ENGINE_LINE
   Redis:         $REDIS_URL
   PostgreSQL:    $DATABASE_URL
