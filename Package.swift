@@ -173,7 +173,10 @@ let package = Package(
         ),
         .testTarget(
             name: "HeraldCoreTests",
-            dependencies: ["HeraldCore", "CurlClient", "RedisClient", "HeraldTestSupport"],
+            dependencies: [
+                "HeraldCore", "CurlClient", "RedisClient", "HeraldTestSupport",
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
             exclude: ["Fixtures"],
             swiftSettings: swiftSettings
         ),

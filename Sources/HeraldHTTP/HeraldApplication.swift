@@ -27,7 +27,9 @@ public enum HeraldApplication {
             redis: redis, keys: keys, logMaxLength: configuration.logMaxLength, logTTLSeconds: configuration.logTTLSeconds
         )
         let replayer = LogReplayer(redis: redis, keys: keys, logMaxLength: configuration.logMaxLength)
-        let hub = FanoutHub(redis: redisConfiguration, nodeName: nodeName, keys: keys, logger: logger)
+        let hub = FanoutHub(
+            redis: redisConfiguration, nodeName: nodeName, keys: keys, heartbeatSeconds: configuration.heartbeatSeconds, logger: logger
+        )
         let jobs = BackgroundJobs()
         let adapter: any AgentAdapter = switch configuration.agentKind {
         case .langgraph:

@@ -20,7 +20,7 @@ struct StreamRoute {
 
     /// Where the client says it is: the `Last-Event-ID` header (browser reconnects) or `?last_event_id=` (first
     /// connect after a page reload). `0` means from the start of the log.
-    static func start(of request: Request) -> StreamSession.Start {
+    static func start(of request: Request) -> StreamConnection.Start {
         let header = request.headers[HTTPField.Name("Last-Event-ID")!]
         let query = request.uri.queryParameters.get("last_event_id").map { String($0) }
         guard let text = header ?? query else { return .live }
@@ -31,7 +31,7 @@ struct StreamRoute {
 
     /// `?heartbeat=event` asks for heartbeats `EventSource` can see (the chat page watches them); the default is
     /// the comment.
-    func heartbeatStyle(of request: Request) throws -> StreamSession.Heartbeat {
+    func heartbeatStyle(of request: Request) throws -> StreamConnection.Heartbeat {
         switch request.uri.queryParameters.get("heartbeat") {
         case nil, "comment": .comment
         case "event": .event(intervalSeconds: configuration.heartbeatSeconds)
@@ -51,18 +51,21 @@ struct StreamRoute {
             guard try await store.threadExists(thread, owner: user) else { throw NotFound(what: "thread") }
         }
         let start = Self.start(of: request)
+        let channel = context.channel
         // Subscribed before anything is read from the log: frames published from here on are queued.
         let connection: StreamConnection
         do {
             connection = try await hub.open(
                 thread: thread, user: user, maxPerUser: configuration.maxStreamsPerUser,
-                limits: .init(maxFrames: configuration.streamQueueMaxFrames, maxBytes: configuration.streamQueueMaxBytes)
+                limits: .init(maxFrames: configuration.streamQueueMaxFrames, maxBytes: configuration.streamQueueMaxBytes),
+                eventLoop: channel.eventLoop
             )
         } catch let error as FanoutHub.TooManyStreams {
             var apiError = APIError(.tooManyRequests, "too_many_streams", "at most \(error.limit) open streams per user")
             apiError.headers[.retryAfter] = "5"
             throw apiError
         }
+        hub.rememberOwner(user, of: connection)
         // A resume starts after the client's id; anything else (live, or a malformed id answered with resync)
         // counts from the log's newest id, where a catch-up after a subscriber outage begins.
         let baseline: StreamID
@@ -76,27 +79,21 @@ struct StreamRoute {
             connection.end(.clientGone)
             throw error
         }
-        let channel = context.channel
+        let beginning = StreamConnection.Beginning(
+            start: start, baseline: baseline, heartbeat: heartbeats, replayer: replayer, logger: context.logger
+        )
         do {
-            try await ClientHangupObserver.install(on: channel) { connection.end(.clientGone) }
+            // From here the stream runs on the channel's event loop; what it writes before the response head
+            // has gone out waits for it in the outlet.
+            try await channel.eventLoop.submit {
+                guard channel.isActive else { throw ChannelError.ioOnClosedChannel }
+                connection.begin(sink: try StreamOutlet.install(for: connection, on: channel), beginning)
+            }.get()
         } catch {
-            // The channel is already closed: the client left before its stream began.
+            // The client left before its stream began.
             connection.end(.clientGone)
             throw error
         }
-        // A slow consumer's writer may be stuck in a write to a socket nobody reads: closing the channel fails
-        // that write, so the client is really disconnected (and counted) rather than merely unregistered.
-        connection.whenEnded { reason in
-            if reason == .slowConsumer { channel.close(promise: nil) }
-        }
-        let interval = TimeAmount.nanoseconds(Int64(configuration.heartbeatSeconds * 1_000_000_000))
-        let heartbeat = channel.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
-            connection.pushHeartbeat()
-        }
-        let session = StreamSession(
-            connection: connection, start: start, baseline: baseline, replayer: replayer, logger: context.logger,
-            heartbeat: heartbeats
-        )
         Counter(label: "herald_sse_connections_total").increment()
 
         return Response(
@@ -107,29 +104,16 @@ struct StreamRoute {
                 HTTPField.Name("X-Accel-Buffering")!: "no",
             ],
             body: ResponseBody { writer in
-                var session = session
-                defer {
-                    heartbeat.cancel()
+                let reason = await withTaskCancellationHandler {
+                    await withGracefulShutdownHandler {
+                        await connection.ended()
+                    } onGracefulShutdown: {
+                        connection.end(.shutdown)
+                    }
+                } onCancel: {
                     connection.end(.clientGone)
                 }
-                await withGracefulShutdownHandler {
-                    while let chunks = await session.nextChunks() {
-                        do {
-                            // The usual case, one frame, skips the sequence write's array of parts.
-                            if chunks.count == 1 {
-                                try await writer.write(chunks[0])
-                            } else {
-                                try await writer.write(contentsOf: chunks)
-                            }
-                        } catch {
-                            connection.end(.clientGone)
-                            return
-                        }
-                    }
-                } onGracefulShutdown: {
-                    connection.end(.shutdown)
-                }
-                if let reason = connection.endReason, reason != .clientGone {
+                if reason != .clientGone {
                     Counter(label: "herald_sse_disconnects_total", dimensions: [("reason", reason.rawValue)]).increment()
                 }
                 try await writer.finish(nil)

@@ -348,13 +348,14 @@ struct GaplessStreamTests {
 
 @Suite("PostgreSQL outage", .timeLimit(.minutes(3)))
 struct PostgresOutageTests {
-    @Test("PostgreSQL unreachable: sends, webhooks and new streams get 503, nothing is published, readiness says why")
+    @Test("PostgreSQL unreachable: sends, webhooks and new streams of unwatched threads get 503, nothing is published, readiness says why")
     func postgresDown() async throws {
         // Its own server: stopping the shared one would take every other suite down with it.
         let postgres = try await PostgresServer.start()
         try await withStack(postgres: postgres) { stack in
             let api = stack.api()
             let thread = try await api.createThread()
+            let unwatched = try await api.createThread()
             let stream = try await api.openStream(thread)
             try await stream.waitForComment(containing: "connected")
             let sent = try await api.send(thread, "[[silent]] before the outage")
@@ -369,8 +370,12 @@ struct PostgresOutageTests {
             let result = try await api.webhook(["run_id": sent.run, "event": "completed", "content": "lost?"])
             #expect(result.status == 503, "\(result.text)")
             #expect((try api.json(result)["error"] as? [String: Any])?["code"] as? String == "dependency_unavailable")
-            let newStream = try await api.request("GET", "/chats/sse/\(thread)")
+            // A thread nobody watches on this node needs PostgreSQL to tell its owner; one watched here does not.
+            let newStream = try await api.request("GET", "/chats/sse/\(unwatched)")
             #expect(newStream.status == 503)
+            let secondStream = try await api.openStream(thread)
+            try await secondStream.waitForComment(containing: "connected")
+            await secondStream.connection.closeGracefully()
             let ready = try await TestHTTPClient.request("GET", "\(stack.url)/readyz")
             #expect(ready.status == 503)
             #expect(try api.json(ready)["postgres"] as? String == "unavailable")

@@ -6,10 +6,14 @@ import RedisClient
 import ServiceLifecycle
 
 /// The node's fan-out: ONE Redis subscriber connection, a channel subscribed while at least one local client
-/// watches its thread, and every frame that arrives written as the same buffer to each of those clients.
+/// watches its thread, and every frame that arrives handed once to each event loop with watchers of the thread,
+/// which writes the same buffer to each of them (see `LoopFanout`).
 public final class FanoutHub: Service, Sendable {
     private struct Registry {
-        var connections: [String: [UInt64: StreamConnection]] = [:]
+        var connections: [UInt64: StreamConnection] = [:]
+        /// For each watched channel, how many of its streams each loop holds.
+        var watchers: [String: [ObjectIdentifier: Int]] = [:]
+        var loops: [ObjectIdentifier: LoopFanout] = [:]
         /// Connections whose subscription `acquire` succeeded: each holds one reference of its channel.
         var holdingReference: Set<UInt64> = []
         var perUser: [String: Int] = [:]
@@ -17,7 +21,13 @@ public final class FanoutHub: Service, Sendable {
         /// it and sees its `thread_deleted`, so the owner can be trusted without asking PostgreSQL.
         var owners: [String: String] = [:]
         var nextID: UInt64 = 0
-        var count = 0
+
+        mutating func loop(_ eventLoop: any EventLoop, heartbeatInterval: TimeAmount) -> LoopFanout {
+            if let existing = loops[ObjectIdentifier(eventLoop)] { return existing }
+            let fanout = LoopFanout(loop: eventLoop, heartbeatInterval: heartbeatInterval)
+            loops[ObjectIdentifier(eventLoop)] = fanout
+            return fanout
+        }
     }
 
     /// The user already holds as many streams on this node as allowed.
@@ -29,11 +39,13 @@ public final class FanoutHub: Service, Sendable {
     private let subscriber: RedisSubscriber
     private let subscriptions: ChannelSubscriptions
     private let registry = NIOLockedValueBox(Registry())
+    private let heartbeatInterval: TimeAmount
     private let logger: Logger
 
-    public init(redis: RedisConfiguration, nodeName: String, keys: ThreadKeys, logger: Logger) {
+    public init(redis: RedisConfiguration, nodeName: String, keys: ThreadKeys, heartbeatSeconds: Double, logger: Logger) {
         self.keys = keys
         self.logger = logger
+        self.heartbeatInterval = .nanoseconds(Int64(heartbeatSeconds * 1_000_000_000))
         let registry = self.registry
         let subscriber = RedisSubscriber(
             configuration: redis,
@@ -50,12 +62,12 @@ public final class FanoutHub: Service, Sendable {
         self.subscriptions = ChannelSubscriptions(subscriber: subscriber)
     }
 
-    /// Registers a client for `thread` and returns once Redis confirmed the channel subscription, so that every
-    /// frame published from now on reaches the connection's queue. The connection is registered before the
-    /// subscription is confirmed: a frame arriving right after the confirmation is never missed.
-    /// `user` may hold at most `maxPerUser` streams on this node; the slot is given back when the connection ends.
+    /// Registers a client of `thread` whose channel `eventLoop` owns, and returns once Redis confirmed the
+    /// channel subscription, so that every frame published from now on reaches the stream. The stream is
+    /// registered before the subscription is confirmed: a frame arriving right after the confirmation is never
+    /// missed. `user` may hold at most `maxPerUser` streams on this node; the slot is given back when it ends.
     public func open(
-        thread: UUID, user: String, maxPerUser: Int, limits: StreamConnection.Limits
+        thread: UUID, user: String, maxPerUser: Int, limits: StreamConnection.Limits, eventLoop: any EventLoop
     ) async throws -> StreamConnection {
         let channel = keys.channel(thread)
         let id = try registry.withLockedValue { registry throws(TooManyStreams) -> UInt64 in
@@ -64,31 +76,39 @@ public final class FanoutHub: Service, Sendable {
             registry.nextID += 1
             return registry.nextID
         }
-        let connection = StreamConnection(id: id, thread: thread, limits: limits) { [registry, subscriptions] connection, _ in
-            registry.withLockedValue { registry in
+        let fanout = registry.withLockedValue { $0.loop(eventLoop, heartbeatInterval: heartbeatInterval) }
+        let connection = StreamConnection(id: id, thread: thread, eventLoop: eventLoop, limits: limits) {
+            [registry, subscriptions] connection, _ in
+            let holdsReference = registry.withLockedValue { registry -> Bool in
                 registry.perUser[user, default: 1] -= 1
                 if registry.perUser[user] == 0 { registry.perUser[user] = nil }
+                return FanoutHub.unregister(connection, channel: channel, in: &registry)
             }
-            if FanoutHub.unregister(connection, channel: channel, registry: registry) {
+            if eventLoop.inEventLoop {
+                fanout.remove(connection, channel: channel)
+            } else {
+                eventLoop.execute { fanout.remove(connection, channel: channel) }
+            }
+            if holdsReference {
                 Task { await subscriptions.release(channel) }
             }
         }
         registry.withLockedValue { registry in
-            registry.connections[channel, default: [:]][id] = connection
-            registry.count += 1
+            registry.connections[id] = connection
+            registry.watchers[channel, default: [:]][ObjectIdentifier(eventLoop), default: 0] += 1
         }
+        fanout.post(.register(connection, channel: channel))
         do {
             try await subscriptions.acquire(channel)
         } catch {
             // `acquire` gave its reference back itself.
-            _ = FanoutHub.unregister(connection, channel: channel, registry: registry)
             connection.end(.clientGone)
             throw DependencyUnavailable(dependency: "redis", underlying: "subscribe failed: \(error)")
         }
         // From here on the connection owns a reference, given back when it ends; if it ended while subscribing,
         // it is given back now.
         let stillOpen = registry.withLockedValue { registry -> Bool in
-            guard registry.connections[channel]?[id] != nil else { return false }
+            guard registry.connections[id] != nil else { return false }
             registry.holdingReference.insert(id)
             return true
         }
@@ -110,28 +130,28 @@ public final class FanoutHub: Service, Sendable {
     public func rememberOwner(_ owner: String, of connection: StreamConnection) {
         let channel = keys.channel(connection.thread)
         registry.withLockedValue { registry in
-            guard registry.connections[channel]?[connection.id] != nil else { return }
+            guard registry.connections[connection.id] != nil else { return }
             registry.owners[channel] = owner
         }
     }
 
     /// Removes `connection` from the registry; true if it held a channel reference, which the caller gives back.
-    private static func unregister(_ connection: StreamConnection, channel: String, registry: NIOLockedValueBox<Registry>) -> Bool {
-        registry.withLockedValue { registry -> Bool in
-            guard registry.connections[channel]?.removeValue(forKey: connection.id) != nil else { return false }
-            registry.count -= 1
-            if registry.connections[channel]?.isEmpty == true {
-                registry.connections[channel] = nil
-                registry.owners[channel] = nil
-            }
-            return registry.holdingReference.remove(connection.id) != nil
+    private static func unregister(_ connection: StreamConnection, channel: String, in registry: inout Registry) -> Bool {
+        guard registry.connections.removeValue(forKey: connection.id) != nil else { return false }
+        let loop = ObjectIdentifier(connection.eventLoop)
+        registry.watchers[channel]?[loop, default: 1] -= 1
+        if registry.watchers[channel]?[loop] == 0 { registry.watchers[channel]?[loop] = nil }
+        if registry.watchers[channel]?.isEmpty == true {
+            registry.watchers[channel] = nil
+            registry.owners[channel] = nil
         }
+        return registry.holdingReference.remove(connection.id) != nil
     }
 
     /// Open client connections on this node.
-    public var connectionCount: Int { registry.withLockedValue { $0.count } }
+    public var connectionCount: Int { registry.withLockedValue { $0.connections.count } }
     /// Threads with at least one local client, i.e. channels this node wants subscribed.
-    public var channelCount: Int { registry.withLockedValue { $0.connections.count } }
+    public var channelCount: Int { registry.withLockedValue { $0.watchers.count } }
     public var isSubscriberConnected: Bool { subscriber.isConnected }
 
     public func run() async throws {
@@ -145,43 +165,37 @@ public final class FanoutHub: Service, Sendable {
     }
 
     public func endAll(_ reason: StreamConnection.EndReason) {
-        let all = registry.withLockedValue { $0.connections.values.flatMap(\.values) }
+        let all = registry.withLockedValue { Array($0.connections.values) }
         for connection in all {
             connection.end(reason)
         }
     }
 
     private static func deliver(_ frame: ByteBuffer, on channel: String, registry: NIOLockedValueBox<Registry>) {
-        guard let targets = registry.withLockedValue({ $0.connections[channel].map { Array($0.values) } }) else { return }
-        for connection in targets {
-            connection.push(frame)
+        let endsStreams = FrameEncoder.eventName(of: frame) == Substring(StreamEventName.threadDeleted.rawValue)
+        let targets = registry.withLockedValue { registry -> [LoopFanout] in
+            guard let loops = registry.watchers[channel] else { return [] }
+            if endsStreams { registry.owners[channel] = nil }
+            return loops.keys.compactMap { registry.loops[$0] }
         }
-        if FrameEncoder.eventName(of: frame) == Substring(StreamEventName.threadDeleted.rawValue) {
-            registry.withLockedValue { _ = $0.owners.removeValue(forKey: channel) }
-            for connection in targets {
-                connection.end(.threadDeleted)
-            }
-        }
+        guard !targets.isEmpty else { return }
+        let item = LoopFanout.Item.frame(frame, id: FrameEncoder.frameID(of: frame), channel: channel, endsStreams: endsStreams)
+        for fanout in targets { fanout.post(item) }
     }
 
     private static func handle(_ event: RedisSubscriber.Event, registry: NIOLockedValueBox<Registry>, logger: Logger) {
+        let loops = registry.withLockedValue { Array($0.loops.values) }
         switch event {
         case .connected, .reconnected:
             logger.info("redis subscriber connected", metadata: ["event": "\(event)"])
-            // Every channel is subscribed again: held-back catch-ups may read the log now, and see everything
+            // Every channel is subscribed again: waiting catch-ups may read the log now, and see everything
             // that was published while the connection was down.
-            let all = registry.withLockedValue { $0.connections.values.flatMap(\.values) }
-            for connection in all {
-                connection.subscriberReady()
-            }
+            for fanout in loops { fanout.post(.subscriberReady) }
         case .disconnected:
-            // Whatever is published until the subscriptions are back is missed live; each client reads it
+            // Whatever is published until the subscriptions are back is missed live; each stream reads it
             // from the log, once the subscriber is back, before its next live frame.
             logger.warning("redis subscriber disconnected; streams will catch up from the log")
-            let all = registry.withLockedValue { $0.connections.values.flatMap(\.values) }
-            for connection in all {
-                connection.pushCatchUp()
-            }
+            for fanout in loops { fanout.post(.subscriberLost) }
         }
     }
 }

@@ -1,18 +1,17 @@
 import Foundation
+import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 
-/// One SSE client's place in the hub: a bounded queue between the Redis subscriber's event loop (which pushes
-/// the shared frame buffers) and the task writing to the client's socket (which pulls them).
+/// One SSE client's stream, driven on the event loop that owns the client's channel: the preamble, the catch-up
+/// from the log, then live frames, each exactly once, written straight to the channel as the hub delivers them
+/// (no task, no continuation per frame).
+///
+/// Gapless resume: the stream is registered and subscribed before the log is read, so frames published during a
+/// catch-up wait in its queue; afterwards, queued frames the catch-up already sent (id ≤ last sent) are dropped.
+/// While the client is not writable, frames wait in the same bounded queue and go out together when it is again;
+/// a client whose queue passes the limits is cut as a slow consumer.
 public final class StreamConnection: Sendable {
-    public enum Item: Sendable {
-        /// A complete frame, the same buffer every local subscriber of the thread gets.
-        case frame(ByteBuffer)
-        case heartbeat
-        /// Frames may have been missed (the subscriber connection dropped): read the log before going on.
-        case catchUp
-    }
-
     public enum EndReason: String, Sendable {
         case clientGone = "client_gone"
         case slowConsumer = "slow_consumer"
@@ -29,183 +28,356 @@ public final class StreamConnection: Sendable {
         }
     }
 
-    private struct State {
-        var items = CircularBuffer<Item>(initialCapacity: 8)
-        var queuedFrames = 0
-        var queuedBytes = 0
-        var heartbeatPending = false
-        /// The node's subscriber connection is down: a queued `catchUp` waits until it is back, because a log
-        /// read before the channel is subscribed again would miss what is published in between.
-        var subscriberDown = false
-        var waiter: CheckedContinuation<Item?, Never>?
-        var endReason: EndReason?
-        var endHandler: (@Sendable (EndReason) -> Void)?
+    /// Where the client says it is.
+    public enum Start: Sendable, Equatable {
+        /// No `Last-Event-ID`: live from now.
+        case live
+        /// Resume after this id (`0-0`: everything the log holds).
+        case after(StreamID)
+        /// The client sent an id that is not a stream id: tell it to refetch, then go live.
+        case malformed
+    }
 
-        /// Removes and returns the first item that may be sent now.
-        mutating func popDeliverable() -> Item? {
-            guard let first = items.first else { return nil }
-            if case .catchUp = first, subscriberDown, endReason == nil { return nil }
-            switch items.removeFirst() {
-            case .frame(let frame):
-                queuedFrames -= 1
-                queuedBytes -= frame.readableBytes
-                return .frame(frame)
-            case let item:
-                return item
-            }
+    /// How heartbeats are written.
+    public enum Heartbeat: Sendable, Equatable {
+        /// `: heartbeat`, which keeps proxies from closing an idle stream.
+        case comment
+        /// `event: heartbeat` with the interval, also sent right after connecting, so that a browser can tell a
+        /// stale connection (no frame or heartbeat for a while) from a quiet thread.
+        case event(intervalSeconds: Double)
+    }
+
+    /// What `begin` needs to send the start of the stream.
+    public struct Beginning: Sendable {
+        public var start: Start
+        /// Where a catch-up starts when nothing has been sent yet: the log's newest id when the stream opened.
+        public var baseline: StreamID
+        public var heartbeat: Heartbeat
+        public var replayer: LogReplayer
+        public var logger: Logger
+
+        public init(start: Start, baseline: StreamID, heartbeat: Heartbeat, replayer: LogReplayer, logger: Logger) {
+            self.start = start
+            self.baseline = baseline
+            self.heartbeat = heartbeat
+            self.replayer = replayer
+            self.logger = logger
         }
+    }
+
+    private enum Phase {
+        /// Registered, not begun: frames are queued.
+        case opening
+        /// Reading the log; frames are queued.
+        case replaying
+        /// The node's subscriber connection is down: a log read now would miss what is published before it is
+        /// back, so the catch-up waits; frames are queued.
+        case waitingForSubscriber
+        case live
+        case ended
+    }
+
+    /// Everything the stream changes as it runs; touched only on `eventLoop`.
+    private final class LoopState {
+        var phase = Phase.opening
+        var sink: (any StreamSink)?
+        var queue = CircularBuffer<(frame: ByteBuffer, id: StreamID?)>(initialCapacity: 4)
+        var queuedBytes = 0
+        /// The newest id sent; queued frames at or below it were already sent by a catch-up.
+        var lastSentID: StreamID?
+        var beginning: Beginning?
+        var heartbeat = ByteBuffer()
+        var subscriberDown = false
+        /// The subscriber dropped while the stream was opening or replaying: catch up once that is done.
+        var catchUpAfterReplay = false
+        var needsFlush = false
+    }
+
+    private struct Ending {
+        var reason: EndReason?
+        /// The loop side is done: nothing more is written by the hub.
+        var finished = false
+        var waiter: CheckedContinuation<EndReason, Never>?
     }
 
     public let id: UInt64
     public let thread: UUID
+    public let eventLoop: any EventLoop
     let limits: Limits
-    private let state = NIOLockedValueBox(State())
+    private let state: NIOLoopBoundBox<LoopState>
+    private let ending = NIOLockedValueBox(Ending())
     private let onEnd: @Sendable (StreamConnection, EndReason) -> Void
 
-    init(id: UInt64, thread: UUID, limits: Limits, onEnd: @escaping @Sendable (StreamConnection, EndReason) -> Void) {
+    init(
+        id: UInt64, thread: UUID, eventLoop: any EventLoop, limits: Limits,
+        onEnd: @escaping @Sendable (StreamConnection, EndReason) -> Void
+    ) {
         self.id = id
         self.thread = thread
+        self.eventLoop = eventLoop
         self.limits = limits
+        self.state = .makeBoxSendingValue(LoopState(), eventLoop: eventLoop)
         self.onEnd = onEnd
     }
 
-    public var endReason: EndReason? { state.withLockedValue { $0.endReason } }
+    public var endReason: EndReason? { ending.withLockedValue { $0.reason } }
 
-    /// Calls `handler` once the connection ends (at once if it has ended already), e.g. to close the socket of a
-    /// slow consumer whose writer is stuck in a write.
-    public func whenEnded(_ handler: @escaping @Sendable (EndReason) -> Void) {
-        let ended: EndReason? = state.withLockedValue { state in
-            if let reason = state.endReason { return reason }
-            state.endHandler = handler
-            return nil
-        }
-        if let ended { handler(ended) }
-    }
-
-    /// Queues a frame. A client whose backlog passes the limits is ended as a slow consumer: the hub never
-    /// buffers without bound and never waits for one client.
-    func push(_ frame: ByteBuffer) {
-        enqueue(.frame(frame), bytes: frame.readableBytes)
-    }
-
-    /// The subscriber connection dropped: frames may be missed until it is back. The catch-up queued here is
-    /// held back until `subscriberReady()`; live frames that arrive after it are sent after it.
-    func pushCatchUp() {
-        enqueue(.catchUp, bytes: 0)
-    }
-
-    /// The subscriber connection is back with every channel subscribed: a held-back catch-up may read the log.
-    func subscriberReady() {
-        let resume: (CheckedContinuation<Item?, Never>, Item)? = state.withLockedValue { state in
-            state.subscriberDown = false
-            guard let waiter = state.waiter, let item = state.popDeliverable() else { return nil }
-            state.waiter = nil
-            return (waiter, item)
-        }
-        if let (waiter, item) = resume { waiter.resume(returning: item) }
-    }
-
-    public func pushHeartbeat() {
-        let waiter: CheckedContinuation<Item?, Never>? = state.withLockedValue { state in
-            guard state.endReason == nil else { return nil }
-            // A waiting writer has nothing it may send now: the heartbeat goes out at once.
-            if let waiter = state.waiter {
-                state.waiter = nil
-                return waiter
+    /// Returns once the stream has ended and the hub writes nothing more to its sink; the caller may then finish
+    /// the response.
+    public func ended() async -> EndReason {
+        await withCheckedContinuation { (continuation: CheckedContinuation<EndReason, Never>) in
+            let finished: EndReason? = ending.withLockedValue { ending in
+                if ending.finished, let reason = ending.reason { return reason }
+                ending.waiter = continuation
+                return nil
             }
-            state.heartbeatPending = true
-            return nil
-        }
-        waiter?.resume(returning: .heartbeat)
-    }
-
-    private func enqueue(_ item: Item, bytes: Int) {
-        enum Action { case none, resume(CheckedContinuation<Item?, Never>), overflow }
-        let action: Action = state.withLockedValue { state in
-            guard state.endReason == nil else { return .none }
-            if case .catchUp = item {
-                state.subscriberDown = true
-            } else if let waiter = state.waiter {
-                // The writer waits only when nothing queued may be sent; a frame behind a held-back catch-up
-                // must wait for it.
-                if state.items.isEmpty {
-                    state.waiter = nil
-                    return .resume(waiter)
-                }
-            }
-            if case .frame = item {
-                guard state.queuedFrames < limits.maxFrames, state.queuedBytes + bytes <= limits.maxBytes else {
-                    return .overflow
-                }
-                state.queuedFrames += 1
-                state.queuedBytes += bytes
-            }
-            state.items.append(item)
-            return .none
-        }
-        switch action {
-        case .none: break
-        case .resume(let waiter): waiter.resume(returning: item)
-        case .overflow: end(.slowConsumer)
+            if let finished { continuation.resume(returning: finished) }
         }
     }
 
-    /// Ends the connection. Queued frames are dropped, except after `threadDeleted`, whose own frame is queued
-    /// last and is still delivered.
+    /// Ends the stream, from any thread; the first reason counts. Queued frames are dropped, except after
+    /// `threadDeleted`, whose own frame is the last one sent.
     public func end(_ reason: EndReason) {
-        let (waiter, first, handler): (CheckedContinuation<Item?, Never>?, Bool, (@Sendable (EndReason) -> Void)?) = state.withLockedValue { state in
-            guard state.endReason == nil else { return (nil, false, nil) }
-            state.endReason = reason
-            state.heartbeatPending = false
-            if reason != .threadDeleted {
-                state.items.removeAll()
-                state.queuedFrames = 0
-                state.queuedBytes = 0
-            }
-            let waiter = state.waiter
-            state.waiter = nil
-            let handler = state.endHandler
-            state.endHandler = nil
-            return (waiter, true, handler)
+        let first = ending.withLockedValue { ending -> Bool in
+            guard ending.reason == nil else { return false }
+            ending.reason = reason
+            return true
         }
-        waiter?.resume(returning: nil)
-        if first {
-            onEnd(self, reason)
-            handler?(reason)
+        guard first else { return }
+        onEnd(self, reason)
+        if eventLoop.inEventLoop {
+            tearDown(reason)
+        } else {
+            eventLoop.execute { self.tearDown(reason) }
         }
     }
 
-    /// The frames queued right behind an item just taken, up to `limit`, without waiting: a writer that fell
-    /// behind sends its backlog in one write. Stops at anything that is not a frame (a held-back catch-up).
-    func takeQueuedFrames(limit: Int) -> [ByteBuffer] {
-        state.withLockedValue { state in
-            var frames: [ByteBuffer] = []
-            while frames.count < limit, case .frame? = state.items.first, case .frame(let frame)? = state.popDeliverable() {
-                frames.append(frame)
+    // MARK: On the event loop
+
+    /// Attaches the client's channel and sends the start of the stream: the preamble, then the catch-up the
+    /// client asked for (or a `resync`), then whatever was queued meanwhile.
+    public func begin(sink: any StreamSink, _ beginning: Beginning) {
+        let state = self.state.value
+        state.sink = sink
+        state.beginning = beginning
+        state.heartbeat = ByteBuffer(string: Self.heartbeatText(beginning.heartbeat))
+        var preamble = ByteBuffer(string: FrameEncoder.preamble)
+        if case .event = beginning.heartbeat { preamble.writeImmutableBuffer(state.heartbeat) }
+        write(preamble, state)
+        switch state.phase {
+        case .opening:
+            switch beginning.start {
+            case .live:
+                goLive(state)
+            case .malformed:
+                write(resyncFrame(latestID: nil, reason: "malformed_last_event_id"), state)
+                goLive(state)
+            case .after(let seen):
+                state.lastSentID = seen
+                replay(after: seen, seenByClient: true, state)
             }
-            return frames
+        case .ended:
+            // Ended while opening: only a thread's deletion leaves something to send.
+            if endReason == .threadDeleted { writeQueue(state) }
+            flush(state)
+            state.sink = nil
+            finish()
+            return
+        case .replaying, .waitingForSubscriber, .live:
+            preconditionFailure("a stream begins once")
+        }
+        flush(state)
+    }
+
+    /// A live frame for this stream (`id` parsed once by the hub). Returns true when it wrote to the sink and
+    /// needs `flush()`; a batch of deliveries is flushed once.
+    func receive(_ frame: ByteBuffer, id: StreamID?) -> Bool {
+        let state = self.state.value
+        switch state.phase {
+        case .ended:
+            return false
+        case .live where state.queue.isEmpty && state.sink?.isWritable == true:
+            return write(frame, id: id, state)
+        case .opening, .replaying, .waitingForSubscriber, .live:
+            guard state.queue.count < limits.maxFrames, state.queuedBytes + frame.readableBytes <= limits.maxBytes else {
+                end(.slowConsumer)
+                return false
+            }
+            state.queue.append((frame, id))
+            state.queuedBytes += frame.readableBytes
+            return false
         }
     }
 
-    /// The next item to send, or nil once the connection has ended (and, after `threadDeleted`, drained).
-    /// Queued frames come first; a heartbeat goes out when nothing else may be sent.
-    func next() async -> Item? {
-        await withTaskCancellationHandler {
-            await withCheckedContinuation { (continuation: CheckedContinuation<Item?, Never>) in
-                let ready: Item?? = state.withLockedValue { state in
-                    if let item = state.popDeliverable() { return .some(item) }
-                    if state.heartbeatPending {
-                        state.heartbeatPending = false
-                        return .some(.heartbeat)
-                    }
-                    if state.endReason != nil { return .some(nil) }
-                    state.waiter = continuation
-                    return .none
+    /// Sends what `receive` and `heartbeat` wrote.
+    func flushIfNeeded() {
+        flush(state.value)
+    }
+
+    /// The client caught up with what it was sent: the queued backlog goes out in one write.
+    public func sinkBecameWritable() {
+        let state = self.state.value
+        guard case .live = state.phase else { return }
+        writeQueue(state)
+        flush(state)
+    }
+
+    /// Writes a heartbeat to a begun stream whose client keeps up; true when it needs `flush()`.
+    func heartbeat() -> Bool {
+        let state = self.state.value
+        switch state.phase {
+        case .opening, .ended:
+            return false
+        case .replaying, .waitingForSubscriber, .live:
+            guard state.sink?.isWritable == true else { return false }
+            return write(state.heartbeat, state)
+        }
+    }
+
+    /// The node's subscriber connection dropped: frames may be missed until it is back, so the stream queues
+    /// them and reads the log once `subscriberReady()`.
+    func subscriberLost() {
+        let state = self.state.value
+        state.subscriberDown = true
+        switch state.phase {
+        case .live: state.phase = .waitingForSubscriber
+        case .opening, .replaying: state.catchUpAfterReplay = true
+        case .waitingForSubscriber, .ended: break
+        }
+    }
+
+    /// The subscriber connection is back with every channel subscribed: a waiting catch-up may read the log.
+    func subscriberReady() {
+        let state = self.state.value
+        state.subscriberDown = false
+        if case .waitingForSubscriber = state.phase { catchUp(state) }
+    }
+
+    private func goLive(_ state: LoopState) {
+        if state.catchUpAfterReplay {
+            state.catchUpAfterReplay = false
+            if state.subscriberDown {
+                state.phase = .waitingForSubscriber
+            } else {
+                catchUp(state)
+            }
+            return
+        }
+        state.phase = .live
+        writeQueue(state)
+    }
+
+    private func catchUp(_ state: LoopState) {
+        guard let beginning = state.beginning else { return }
+        replay(after: state.lastSentID ?? beginning.baseline, seenByClient: false, state)
+    }
+
+    /// Reads the log after `seen` off the loop, retrying until it succeeds or the stream ends (Redis may be
+    /// coming back), then sends it and goes live.
+    private func replay(after seen: StreamID, seenByClient: Bool, _ state: LoopState) {
+        guard let beginning = state.beginning else { return }
+        state.phase = .replaying
+        Task {
+            var delay: Duration = .milliseconds(100)
+            while endReason == nil {
+                do {
+                    let outcome = try await beginning.replayer.frames(of: thread, after: seen, seenByClient: seenByClient)
+                    eventLoop.execute { self.replayed(outcome) }
+                    return
+                } catch {
+                    beginning.logger.warning("catch-up read failed; retrying", metadata: ["error": "\(error)"])
+                    try? await Task.sleep(for: delay)
+                    delay = min(delay * 2, .seconds(2))
                 }
-                if let ready { continuation.resume(returning: ready) }
             }
-        } onCancel: {
-            end(.clientGone)
         }
+    }
+
+    private func replayed(_ outcome: LogReplayer.Outcome) {
+        let state = self.state.value
+        guard case .replaying = state.phase else { return }
+        switch outcome {
+        case .frames(let frames, let lastID):
+            for frame in frames { write(frame, state) }
+            if let lastID { state.lastSentID = max(state.lastSentID ?? lastID, lastID) }
+        case .gap(let latestID):
+            if let latestID { state.lastSentID = max(state.lastSentID ?? latestID, latestID) }
+            write(resyncFrame(latestID: latestID, reason: "log_trimmed"), state)
+        }
+        goLive(state)
+        flush(state)
+    }
+
+    /// Sends queued frames the client has not had, oldest first, while it keeps up.
+    private func writeQueue(_ state: LoopState) {
+        while let sink = state.sink, sink.isWritable || endReason == .threadDeleted, let (frame, id) = state.queue.popFirst() {
+            state.queuedBytes -= frame.readableBytes
+            _ = write(frame, id: id, state)
+        }
+    }
+
+    /// Writes a live frame unless a catch-up already sent it; every id sent counts, so a later catch-up starts
+    /// after the newest one.
+    @discardableResult
+    private func write(_ frame: ByteBuffer, id: StreamID?, _ state: LoopState) -> Bool {
+        if let id {
+            if let lastSentID = state.lastSentID, id <= lastSentID { return false }
+            state.lastSentID = id
+        }
+        return write(frame, state)
+    }
+
+    @discardableResult
+    private func write(_ buffer: ByteBuffer, _ state: LoopState) -> Bool {
+        guard let sink = state.sink, buffer.readableBytes > 0 else { return false }
+        sink.write(buffer)
+        let first = !state.needsFlush
+        state.needsFlush = true
+        return first
+    }
+
+    private func flush(_ state: LoopState) {
+        guard state.needsFlush else { return }
+        state.needsFlush = false
+        state.sink?.flush()
+    }
+
+    private func tearDown(_ reason: EndReason) {
+        let state = self.state.value
+        state.phase = .ended
+        if reason == .threadDeleted {
+            writeQueue(state)
+            flush(state)
+        } else {
+            state.queue.removeAll()
+            state.queuedBytes = 0
+        }
+        if reason == .slowConsumer { state.sink?.close() }
+        // Not begun yet: `begin` finishes once it has sent what a deletion leaves.
+        guard state.sink != nil else { return }
+        state.sink = nil
+        finish()
+    }
+
+    private func finish() {
+        let (waiter, reason) = ending.withLockedValue { ending in
+            ending.finished = true
+            defer { ending.waiter = nil }
+            return (ending.waiter, ending.reason)
+        }
+        if let waiter, let reason { waiter.resume(returning: reason) }
+    }
+
+    private static func heartbeatText(_ heartbeat: Heartbeat) -> String {
+        switch heartbeat {
+        case .comment: FrameEncoder.heartbeat
+        case .event(let intervalSeconds): FrameEncoder.heartbeatEvent(intervalSeconds: intervalSeconds)
+        }
+    }
+
+    private func resyncFrame(latestID: StreamID?, reason: String) -> ByteBuffer {
+        let body = ByteBuffer(bytes: FrameEncoder.body(of: .resync(.init(threadID: thread, reason: reason))))
+        guard let latestID else { return body }
+        return FrameEncoder.frame(id: latestID.description, body: body, allocator: ByteBufferAllocator())
     }
 }

@@ -1,0 +1,107 @@
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// The hub's presence on one event loop: the streams whose channels that loop owns, and an inbox the Redis
+/// subscriber posts to. A frame costs one post per loop that has watchers of its thread; a batch of posts is
+/// delivered in one `execute`, each stream's writes of the batch flushed once, so a burst of frames leaves in
+/// one `writev` per client.
+final class LoopFanout: Sendable {
+    enum Item: Sendable {
+        case register(StreamConnection, channel: String)
+        /// A frame of `channel`, its id parsed once for every stream; `endsStreams` for `thread_deleted`.
+        case frame(ByteBuffer, id: StreamID?, channel: String, endsStreams: Bool)
+        case subscriberLost
+        case subscriberReady
+    }
+
+    private struct Inbox {
+        var items: [Item] = []
+        var scheduled = false
+    }
+
+    /// Touched only on `loop`.
+    private final class Streams {
+        var byChannel: [String: [UInt64: StreamConnection]] = [:]
+        var all: [UInt64: StreamConnection] = [:]
+        var heartbeats: RepeatedTask?
+    }
+
+    let loop: any EventLoop
+    private let heartbeatInterval: TimeAmount
+    private let inbox = NIOLockedValueBox(Inbox())
+    private let streams: NIOLoopBoundBox<Streams>
+
+    init(loop: any EventLoop, heartbeatInterval: TimeAmount) {
+        self.loop = loop
+        self.heartbeatInterval = heartbeatInterval
+        self.streams = .makeBoxSendingValue(Streams(), eventLoop: loop)
+    }
+
+    /// Queues `item` for the loop, in order with everything posted before it; the first post of a batch schedules
+    /// its delivery.
+    func post(_ item: Item) {
+        let schedule = inbox.withLockedValue { inbox -> Bool in
+            inbox.items.append(item)
+            defer { inbox.scheduled = true }
+            return !inbox.scheduled
+        }
+        if schedule {
+            loop.execute { self.deliverInbox() }
+        }
+    }
+
+    /// On the loop: a stream that ended is forgotten.
+    func remove(_ connection: StreamConnection, channel: String) {
+        let streams = self.streams.value
+        guard streams.all.removeValue(forKey: connection.id) != nil else { return }
+        streams.byChannel[channel]?[connection.id] = nil
+        if streams.byChannel[channel]?.isEmpty == true { streams.byChannel[channel] = nil }
+        if streams.all.isEmpty {
+            streams.heartbeats?.cancel()
+            streams.heartbeats = nil
+        }
+    }
+
+    private func deliverInbox() {
+        let items = inbox.withLockedValue { inbox -> [Item] in
+            inbox.scheduled = false
+            defer { inbox.items.removeAll(keepingCapacity: true) }
+            return inbox.items
+        }
+        let streams = self.streams.value
+        var written: [StreamConnection] = []
+        for item in items {
+            switch item {
+            case .register(let connection, let channel):
+                // One that ended before getting here has nothing to receive.
+                guard connection.endReason == nil else { continue }
+                streams.byChannel[channel, default: [:]][connection.id] = connection
+                streams.all[connection.id] = connection
+                if streams.heartbeats == nil { startHeartbeats(streams) }
+            case .frame(let frame, let id, let channel, let endsStreams):
+                guard let watchers = streams.byChannel[channel] else { continue }
+                for connection in watchers.values {
+                    if connection.receive(frame, id: id) { written.append(connection) }
+                    if endsStreams { connection.end(.threadDeleted) }
+                }
+            case .subscriberLost:
+                for connection in streams.all.values { connection.subscriberLost() }
+            case .subscriberReady:
+                for connection in streams.all.values { connection.subscriberReady() }
+            }
+        }
+        for connection in written { connection.flushIfNeeded() }
+    }
+
+    /// One timer per loop rather than one per stream: an idle stream costs no timer of its own.
+    private func startHeartbeats(_ streams: Streams) {
+        streams.heartbeats = loop.scheduleRepeatedTask(initialDelay: heartbeatInterval, delay: heartbeatInterval) { _ in
+            let streams = self.streams.value
+            var written: [StreamConnection] = []
+            for connection in streams.all.values where connection.heartbeat() {
+                written.append(connection)
+            }
+            for connection in written { connection.flushIfNeeded() }
+        }
+    }
+}
