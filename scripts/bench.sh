@@ -20,7 +20,7 @@
 #
 # env (all optional): RUNS (3), BENCH_SCENARIOS (names, space-separated; default all, in the
 # order below), BENCH_NCHAN (0), BENCH_NCHAN_PORT (18180), BENCH_PORT (18080), BENCH_AGENT_PORT (18090), BENCH_SKIP_BUILD=1 (use the
-# binaries already built), BENCH_SCRATCH_PATH (SwiftPM scratch path, default .build),
+# binaries already built), BENCH_HERALD_WRAPPER (a profiler command to run `herald serve` under), BENCH_SCRATCH_PATH (SwiftPM scratch path, default .build),
 # BENCH_OUT, and what scripts/services.sh reads (REDIS_PORT, PG_PORT, HERALD_DATA_DIR).
 set -euo pipefail
 
@@ -158,7 +158,9 @@ trap 'exit 143' TERM
 AGENT_PID=$!
 wait_healthy "the demo agent" "$AGENT_URL/healthz" "$AGENT_PID" "$OUT/demo-agent.log"
 start_herald() {
-    "$HERALD" serve >>"$OUT/herald.log" 2>&1 &
+    # BENCH_HERALD_WRAPPER runs the server under a profiler, e.g. "heaptrack -o $OUT/heaptrack"
+    # (RSS figures then include the profiler's own).
+    ${BENCH_HERALD_WRAPPER:-} "$HERALD" serve >>"$OUT/herald.log" 2>&1 &
     HERALD_PID=$!
     wait_healthy "herald serve" "http://127.0.0.1:$BENCH_PORT/readyz" "$HERALD_PID" "$OUT/herald.log"
     say "herald serve (release) pid $HERALD_PID on 127.0.0.1:$BENCH_PORT, RSS $(awk '/VmRSS/ {print $2}' "/proc/$HERALD_PID/status") KiB"

@@ -92,7 +92,9 @@ public enum HeraldApplication {
         }
         return Application(
             router: router,
-            server: .limitedHTTP1(limits: configuration.connectionLimits),
+            server: .limitedHTTP1(
+                limits: configuration.connectionLimits, streams: .init(responder: router.buildResponder(), logger: logger)
+            ),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "herald"),
             services: services,
             logger: logger

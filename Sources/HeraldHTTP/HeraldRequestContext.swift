@@ -1,4 +1,6 @@
+import HeraldCore
 import Hummingbird
+import NIOConcurrencyHelpers
 import NIOCore
 
 /// Request context that keeps the connection's channel, so a stream can end the moment its client vanishes
@@ -8,10 +10,18 @@ public struct HeraldRequestContext: RequestContext {
     public let channel: any Channel
     /// The JWT `sub` of the caller, set by `UserAuthenticationMiddleware`.
     public var user: String?
+    /// Set when `StreamHandoff` runs the request: the stream route leaves its stream here instead of keeping a
+    /// task in the response body for as long as the stream lasts.
+    let handoff: StreamHandoff.Slot?
 
     public init(source: ApplicationRequestContextSource) {
+        self.init(source: source, handoff: nil)
+    }
+
+    init(source: ApplicationRequestContextSource, handoff: StreamHandoff.Slot?) {
         self.coreContext = .init(source: source)
         self.channel = source.channel
+        self.handoff = handoff
     }
 
     /// The caller; routes behind the authentication middleware always have one.

@@ -96,13 +96,19 @@ struct StreamRoute {
         }
         Counter(label: "herald_sse_connections_total").increment()
 
+        let headers: HTTPFields = [
+            .contentType: "text/event-stream",
+            .cacheControl: "no-cache",
+            HTTPField.Name("X-Accel-Buffering")!: "no",
+        ]
+        if let handoff = context.handoff {
+            // Run by `StreamHandoff`: it writes this head and ends the response when the stream ends; no task waits.
+            handoff.hold(connection)
+            return Response(status: .ok, headers: headers)
+        }
         return Response(
             status: .ok,
-            headers: [
-                .contentType: "text/event-stream",
-                .cacheControl: "no-cache",
-                HTTPField.Name("X-Accel-Buffering")!: "no",
-            ],
+            headers: headers,
             body: ResponseBody { writer in
                 let reason = await withTaskCancellationHandler {
                     await withGracefulShutdownHandler {
@@ -113,11 +119,15 @@ struct StreamRoute {
                 } onCancel: {
                     connection.end(.clientGone)
                 }
-                if reason != .clientGone {
-                    Counter(label: "herald_sse_disconnects_total", dimensions: [("reason", reason.rawValue)]).increment()
-                }
+                Self.count(reason)
                 try await writer.finish(nil)
             }
         )
+    }
+
+    /// Counts a stream's end, except the usual one (the client left).
+    static func count(_ reason: StreamConnection.EndReason) {
+        guard reason != .clientGone else { return }
+        Counter(label: "herald_sse_disconnects_total", dimensions: [("reason", reason.rawValue)]).increment()
     }
 }

@@ -98,6 +98,7 @@ public final class StreamConnection: Sendable {
         /// The loop side is done: nothing more is written by the hub.
         var finished = false
         var waiter: CheckedContinuation<EndReason, Never>?
+        var finishHandler: (@Sendable (EndReason) -> Void)?
     }
 
     public let id: UInt64
@@ -133,6 +134,17 @@ public final class StreamConnection: Sendable {
             }
             if let finished { continuation.resume(returning: finished) }
         }
+    }
+
+    /// Calls `handler` once the stream has ended and the hub writes nothing more to its sink (at once if that
+    /// has happened): the way to finish the response without a task waiting in `ended()`.
+    public func whenFinished(_ handler: @escaping @Sendable (EndReason) -> Void) {
+        let finished: EndReason? = ending.withLockedValue { ending in
+            if ending.finished, let reason = ending.reason { return reason }
+            ending.finishHandler = handler
+            return nil
+        }
+        if let finished { handler(finished) }
     }
 
     /// Ends the stream, from any thread; the first reason counts. Queued frames are dropped, except after
@@ -360,12 +372,17 @@ public final class StreamConnection: Sendable {
     }
 
     private func finish() {
-        let (waiter, reason) = ending.withLockedValue { ending in
+        let (waiter, handler, reason) = ending.withLockedValue { ending in
             ending.finished = true
-            defer { ending.waiter = nil }
-            return (ending.waiter, ending.reason)
+            defer {
+                ending.waiter = nil
+                ending.finishHandler = nil
+            }
+            return (ending.waiter, ending.finishHandler, ending.reason)
         }
-        if let waiter, let reason { waiter.resume(returning: reason) }
+        guard let reason else { return }
+        waiter?.resume(returning: reason)
+        handler?(reason)
     }
 
     private static func heartbeatText(_ heartbeat: Heartbeat) -> String {

@@ -4,15 +4,27 @@ import HummingbirdCore
 import Logging
 import NIOCore
 import NIOHTTP1
+import NIOHTTPTypes
+import NIOHTTPTypesHTTP1
 
-/// Hummingbird's HTTP/1.1 child channel with Herald's connection limits: each accepted connection is admitted by
-/// the `ConnectionGate` (served, limited to the operators' routes, or refused at once), and a served connection's
-/// pipeline gets the request timeouts, the JSON answers to malformed heads and HTTP/1.0's connection handling.
+/// Hummingbird's HTTP/1.1 child channel with Herald's connection limits and stream handoff: each accepted
+/// connection is admitted by the `ConnectionGate` (served, limited to the operators' routes, or refused at once);
+/// a served connection's pipeline gets the request timeouts, the JSON answers to malformed heads, HTTP/1.0's
+/// connection handling and, with `streams`, the `StreamHandoff`, which runs stream requests without a
+/// Hummingbird task. Hummingbird's task and async channel are set up only once a connection asks for something
+/// else.
 struct LimitedHTTP1Channel: ServerChildChannel {
     struct Connection: ServerChildChannelValue {
+        enum Start: Sendable {
+            /// Answered and closed by `CapacityRefusal`, without HTTP.
+            case refused
+            case hummingbird(HTTP1Channel.Value)
+            /// Waiting for the first request: a stream is the handoff's, anything else Hummingbird's.
+            case handoff(NIOLoopBound<StreamHandoff>, EventLoopFuture<StreamHandoff.FirstRequest>)
+        }
+
         let channel: any Channel
-        /// Nil for a refused connection: it is answered and closed by `CapacityRefusal`, without HTTP.
-        let http: HTTP1Channel.Value?
+        let start: Start
         let admission: ConnectionGate.Admission
     }
 
@@ -23,12 +35,17 @@ struct LimitedHTTP1Channel: ServerChildChannel {
     private let operatorsOnly: HTTP1Channel
     private let gate: ConnectionGate
     private let limits: ConnectionLimits
+    private let streams: StreamHandoff.Runner?
 
-    init(responder: @escaping HTTPChannelHandler.Responder, limits: ConnectionLimits, gate: ConnectionGate) {
+    init(
+        responder: @escaping HTTPChannelHandler.Responder, limits: ConnectionLimits, gate: ConnectionGate,
+        streams: StreamHandoff.Runner?
+    ) {
         self.served = HTTP1Channel(responder: responder)
         self.operatorsOnly = HTTP1Channel(responder: Self.operatorsOnly(responder))
         self.gate = gate
         self.limits = limits
+        self.streams = streams
     }
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Connection> {
@@ -36,25 +53,66 @@ struct LimitedHTTP1Channel: ServerChildChannel {
         guard admission != .refused else {
             return channel.eventLoop.makeCompletedFuture {
                 try channel.pipeline.syncOperations.addHandler(CapacityRefusal())
-                return Connection(channel: channel, http: nil, admission: admission)
+                return Connection(channel: channel, start: .refused, admission: admission)
             }
         }
         let gate = self.gate
         channel.closeFuture.whenComplete { _ in gate.release() }
-        let limits = self.limits
-        return served.setup(channel: channel, logger: logger).flatMapThrowing { http in
-            let pipeline = channel.pipeline.syncOperations
-            let decoder = try pipeline.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
-            let timeouts = RequestTimeoutHandler(limits: limits)
-            try pipeline.addHandlers([MalformedRequestResponder(), timeouts, ConnectionPersistenceHandler()], position: .after(decoder))
-            try pipeline.addHandler(RequestStartObserver(reportingTo: timeouts), position: .first)
-            return Connection(channel: channel, http: http, admission: admission)
+        return channel.eventLoop.makeCompletedFuture {
+            if admission == .served, let streams {
+                let handoff = StreamHandoff(runner: streams, eventLoop: channel.eventLoop)
+                try configureHTTP(channel, handoff: handoff, logger: logger)
+                let start = Connection.Start.handoff(NIOLoopBound(handoff, eventLoop: channel.eventLoop), handoff.firstRequest)
+                return Connection(channel: channel, start: start, admission: admission)
+            }
+            try configureHTTP(channel, handoff: nil, logger: logger)
+            return Connection(channel: channel, start: .hummingbird(try Self.asyncChannel(channel)), admission: admission)
         }
     }
 
     func handle(value: Connection, logger: Logger) async {
-        guard let http = value.http else { return }
-        await (value.admission == .operatorsOnly ? operatorsOnly : served).handle(value: http, logger: logger)
+        switch value.start {
+        case .refused:
+            return
+        case .hummingbird(let http):
+            await (value.admission == .operatorsOnly ? operatorsOnly : served).handle(value: http, logger: logger)
+        case .handoff(let handoff, let firstRequest):
+            guard case .http? = try? await firstRequest.get() else { return }
+            let channel = value.channel
+            let http = try? await channel.eventLoop.submit {
+                let http = try Self.asyncChannel(channel)
+                handoff.value.passToHummingbird()
+                return http
+            }.get()
+            if let http { await served.handle(value: http, logger: logger) }
+        }
+    }
+
+    /// The pipeline of Hummingbird's `HTTP1Channel` (its codecs and connection state), with Herald's handlers. The
+    /// handoff goes before Hummingbird's connection state: requests it takes are never Hummingbird's.
+    private func configureHTTP(_ channel: any Channel, handoff: StreamHandoff?, logger: Logger) throws {
+        let pipeline = channel.pipeline.syncOperations
+        let decoding = HTTP1Channel.Configuration().httpDecoder
+        var decoderLimits = NIOHTTPDecoderLimitConfiguration()
+        decoderLimits.maxHeaderFieldSize = decoding.maxHeaderFieldSize
+        decoderLimits.maxHeaderListSize = decoding.maxHeaderListSize
+        decoderLimits.maxHeaderFieldCount = decoding.maxHeaderFieldCount
+        try pipeline.configureHTTPServerPipeline(
+            withPipeliningAssistance: false, withErrorHandling: false, withOutboundHeaderValidation: false,
+            withEncoderConfiguration: .init(), withDecoderLimitConfiguration: decoderLimits
+        )
+        try pipeline.addHandler(HTTP1ToHTTPServerCodec(secure: false))
+        if let handoff { try pipeline.addHandler(handoff) }
+        try pipeline.addHandler(HTTPConnectionStateHandler(logger: logger))
+        let decoder = try pipeline.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
+        let timeouts = RequestTimeoutHandler(limits: limits)
+        try pipeline.addHandlers([MalformedRequestResponder(), timeouts, ConnectionPersistenceHandler()], position: .after(decoder))
+        try pipeline.addHandler(RequestStartObserver(reportingTo: timeouts), position: .first)
+    }
+
+    /// Hummingbird's end of the pipeline; on the channel's event loop.
+    private static func asyncChannel(_ channel: any Channel) throws -> HTTP1Channel.Value {
+        try NIOAsyncChannel(wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
     }
 
     /// Serves the operators' routes and answers everything else with 503 and `Retry-After`.
@@ -83,10 +141,10 @@ struct LimitedHTTP1Channel: ServerChildChannel {
 
 extension HTTPServerBuilder {
     /// HTTP/1.1 with Herald's connection timeouts and cap (see `LimitedHTTP1Channel`).
-    static func limitedHTTP1(limits: ConnectionLimits) -> HTTPServerBuilder {
+    static func limitedHTTP1(limits: ConnectionLimits, streams: StreamHandoff.Runner) -> HTTPServerBuilder {
         HTTPServerBuilder { responder in
             let gate = ConnectionGate(maxConnections: limits.maxConnections, reserve: ConnectionLimits.operatorReserve)
-            return LimitedHTTP1Channel(responder: responder, limits: limits, gate: gate)
+            return LimitedHTTP1Channel(responder: responder, limits: limits, gate: gate, streams: streams)
         }
     }
 
@@ -95,7 +153,7 @@ extension HTTPServerBuilder {
     static func operationsHTTP1(limits: ConnectionLimits) -> HTTPServerBuilder {
         HTTPServerBuilder { responder in
             let gate = ConnectionGate(maxConnections: ConnectionLimits.operationsMaxConnections, reserve: 0, countsClients: false)
-            return LimitedHTTP1Channel(responder: responder, limits: limits, gate: gate)
+            return LimitedHTTP1Channel(responder: responder, limits: limits, gate: gate, streams: nil)
         }
     }
 }
