@@ -15,6 +15,27 @@ struct FrameEncoderTests {
         return parser.feed(bytes)
     }
 
+    @Test("a delta's JSON, written by hand for speed, is byte for byte what JSONEncoder writes")
+    func deltaJSONMatchesJSONEncoder() throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.withoutEscapingSlashes, .sortedKeys]
+        var texts = (0..<0x80).map { String(UnicodeScalar(UInt8($0))) }
+        texts += ["", "a/b", #"quote " and \ backslash"#, "é", "😀 emoji", "\u{2028}\u{2029}", "\u{7f}\u{80}", "line\r\nbreak"]
+        for (index, text) in texts.enumerated() {
+            let delta = StreamEvent.Delta(threadID: thread, runID: run, messageID: UUID(), index: index, delta: text)
+            let expected = try encoder.encode(delta)
+            #expect(FrameEncoder.json(of: delta) == Array(expected), "\(Array(text.utf8))")
+        }
+    }
+
+    @Test("UUID.text is the lowercase uuidString")
+    func uuidText() {
+        for _ in 0..<100 {
+            let id = UUID()
+            #expect(id.text == id.uuidString.lowercased())
+        }
+    }
+
     @Test("a message_update frame parses to one event with one-line JSON data")
     func messageUpdate() throws {
         let message = ChatMessage(

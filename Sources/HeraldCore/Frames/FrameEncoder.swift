@@ -24,6 +24,8 @@ public enum FrameEncoder {
     /// The frame body of `event`. JSON from `JSONEncoder` escapes control characters inside strings, so `data`
     /// is always a single line and no content can start a new SSE field.
     public static func body(of event: StreamEvent) -> [UInt8] {
+        // Deltas come once per token: their JSON is written directly, in the same bytes `JSONEncoder` writes.
+        if case .delta(let delta) = event { return body(eventName: event.name.rawValue, json: json(of: delta)) }
         let json: Data
         do {
             json = switch event {
@@ -39,6 +41,48 @@ public enum FrameEncoder {
             preconditionFailure("stream event failed to encode: \(error)")
         }
         return body(eventName: event.name.rawValue, json: json)
+    }
+
+    /// `{"delta":…,"index":…,"message_id":…,"run_id":…,"thread_id":…}`: the sorted keys of `StreamEvent.Delta`.
+    static func json(of delta: StreamEvent.Delta) -> [UInt8] {
+        var json: [UInt8] = []
+        json.reserveCapacity(delta.delta.utf8.count + 160)
+        json.append(contentsOf: #"{"delta":"#.utf8)
+        appendJSONString(delta.delta, to: &json)
+        json.append(contentsOf: #","index":"#.utf8)
+        json.append(contentsOf: String(delta.index).utf8)
+        json.append(contentsOf: #","message_id":""#.utf8)
+        json.append(contentsOf: delta.messageID.text.utf8)
+        json.append(contentsOf: #"","run_id":""#.utf8)
+        json.append(contentsOf: delta.runID.text.utf8)
+        json.append(contentsOf: #"","thread_id":""#.utf8)
+        json.append(contentsOf: delta.threadID.text.utf8)
+        json.append(contentsOf: #""}"#.utf8)
+        return json
+    }
+
+    /// A JSON string as `JSONEncoder` writes it with `.withoutEscapingSlashes`: quote and backslash escaped, the
+    /// control characters as `\b \f \n \r \t` or `\u00XX`, everything else as UTF-8.
+    static func appendJSONString(_ text: String, to json: inout [UInt8]) {
+        let hex: StaticString = "0123456789abcdef"
+        json.append(UInt8(ascii: "\""))
+        for byte in text.utf8 {
+            switch byte {
+            case UInt8(ascii: "\""): json.append(contentsOf: #"\""#.utf8)
+            case UInt8(ascii: "\\"): json.append(contentsOf: #"\\"#.utf8)
+            case 0x08: json.append(contentsOf: #"\b"#.utf8)
+            case 0x0C: json.append(contentsOf: #"\f"#.utf8)
+            case UInt8(ascii: "\n"): json.append(contentsOf: #"\n"#.utf8)
+            case UInt8(ascii: "\r"): json.append(contentsOf: #"\r"#.utf8)
+            case UInt8(ascii: "\t"): json.append(contentsOf: #"\t"#.utf8)
+            case 0x00..<0x20:
+                json.append(contentsOf: #"\u00"#.utf8)
+                json.append(hex.utf8Start[Int(byte >> 4)])
+                json.append(hex.utf8Start[Int(byte & 0x0f)])
+            default: json.append(byte)
+            }
+        }
+        json.append(UInt8(ascii: "\""))
     }
 
     static func body(eventName: String, json: some Collection<UInt8>) -> [UInt8] {

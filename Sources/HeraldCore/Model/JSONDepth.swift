@@ -2,6 +2,12 @@
 /// so absurdly nested input is refused before a decoder recurses into it.
 public enum JSONDepth {
     public static func exceeds(_ bytes: some Sequence<UInt8>, limit: Int) -> Bool {
+        // Scanned as contiguous memory: a generic iterator over a caller's collection costs several times more.
+        if let result = bytes.withContiguousStorageIfAvailable({ exceeds(scanning: $0, limit: limit) }) { return result }
+        return Array(bytes).withUnsafeBufferPointer { exceeds(scanning: $0, limit: limit) }
+    }
+
+    private static func exceeds(scanning bytes: UnsafeBufferPointer<UInt8>, limit: Int) -> Bool {
         var depth = 0
         var inString = false
         var escaped = false
