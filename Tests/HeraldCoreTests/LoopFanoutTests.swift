@@ -18,7 +18,7 @@ struct LoopFanoutTests {
         var flushes: [[ByteBuffer]] = []
         var closed = false
 
-        func write(_ buffer: ByteBuffer) { unflushed.append(buffer) }
+        func write(_ frame: OutgoingFrame) { unflushed.append(frame.bytes) }
         func flush() {
             flushes.append(unflushed)
             unflushed = []

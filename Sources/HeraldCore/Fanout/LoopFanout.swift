@@ -78,10 +78,11 @@ final class LoopFanout: Sendable {
                 streams.byChannel[channel, default: [:]][connection.id] = connection
                 streams.all[connection.id] = connection
                 if streams.heartbeats == nil { startHeartbeats(streams) }
-            case .frame(let frame, let id, let channel, let endsStreams):
+            case .frame(let bytes, let id, let channel, let endsStreams):
                 guard let watchers = streams.byChannel[channel] else { continue }
+                let frame = OutgoingFrame(bytes, id: id)
                 for connection in watchers.values {
-                    if connection.receive(frame, id: id) { written.append(connection) }
+                    if connection.receive(frame) { written.append(connection) }
                     if endsStreams { connection.end(.threadDeleted) }
                 }
             case .subscriberLost:

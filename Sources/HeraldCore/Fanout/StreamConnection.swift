@@ -81,12 +81,12 @@ public final class StreamConnection: Sendable {
     private final class LoopState {
         var phase = Phase.opening
         var sink: (any StreamSink)?
-        var queue = CircularBuffer<(frame: ByteBuffer, id: StreamID?)>(initialCapacity: 4)
+        var queue = CircularBuffer<OutgoingFrame>(initialCapacity: 4)
         var queuedBytes = 0
         /// The newest id sent; queued frames at or below it were already sent by a catch-up.
         var lastSentID: StreamID?
         var beginning: Beginning?
-        var heartbeat = ByteBuffer()
+        var heartbeat: OutgoingFrame?
         var subscriberDown = false
         /// The subscriber dropped while the stream was opening or replaying: catch up once that is done.
         var catchUpAfterReplay = false
@@ -172,9 +172,10 @@ public final class StreamConnection: Sendable {
         let state = self.state.value
         state.sink = sink
         state.beginning = beginning
-        state.heartbeat = ByteBuffer(string: Self.heartbeatText(beginning.heartbeat))
+        let heartbeat = ByteBuffer(string: Self.heartbeatText(beginning.heartbeat))
+        state.heartbeat = OutgoingFrame(heartbeat, id: nil)
         var preamble = ByteBuffer(string: FrameEncoder.preamble)
-        if case .event = beginning.heartbeat { preamble.writeImmutableBuffer(state.heartbeat) }
+        if case .event = beginning.heartbeat { preamble.writeImmutableBuffer(heartbeat) }
         write(preamble, state)
         switch state.phase {
         case .opening:
@@ -201,22 +202,23 @@ public final class StreamConnection: Sendable {
         flush(state)
     }
 
-    /// A live frame for this stream (`id` parsed once by the hub). Returns true when it wrote to the sink and
-    /// needs `flush()`; a batch of deliveries is flushed once.
-    func receive(_ frame: ByteBuffer, id: StreamID?) -> Bool {
+    /// A live frame for this stream. Returns true when it wrote to the sink and needs `flush()`; a batch of
+    /// deliveries is flushed once.
+    func receive(_ frame: OutgoingFrame) -> Bool {
         let state = self.state.value
         switch state.phase {
         case .ended:
             return false
         case .live where state.queue.isEmpty && state.sink?.isWritable == true:
-            return write(frame, id: id, state)
+            return writeLive(frame, state)
         case .opening, .replaying, .waitingForSubscriber, .live:
-            guard state.queue.count < limits.maxFrames, state.queuedBytes + frame.readableBytes <= limits.maxBytes else {
+            let bytes = frame.bytes.readableBytes
+            guard state.queue.count < limits.maxFrames, state.queuedBytes + bytes <= limits.maxBytes else {
                 end(.slowConsumer)
                 return false
             }
-            state.queue.append((frame, id))
-            state.queuedBytes += frame.readableBytes
+            state.queue.append(frame)
+            state.queuedBytes += bytes
             return false
         }
     }
@@ -241,8 +243,8 @@ public final class StreamConnection: Sendable {
         case .opening, .ended:
             return false
         case .replaying, .waitingForSubscriber, .live:
-            guard state.sink?.isWritable == true else { return false }
-            return write(state.heartbeat, state)
+            guard let heartbeat = state.heartbeat, state.sink?.isWritable == true else { return false }
+            return write(heartbeat, state)
         }
     }
 
@@ -322,27 +324,34 @@ public final class StreamConnection: Sendable {
 
     /// Sends queued frames the client has not had, oldest first, while it keeps up.
     private func writeQueue(_ state: LoopState) {
-        while let sink = state.sink, sink.isWritable || endReason == .threadDeleted, let (frame, id) = state.queue.popFirst() {
-            state.queuedBytes -= frame.readableBytes
-            _ = write(frame, id: id, state)
+        while let sink = state.sink, sink.isWritable || endReason == .threadDeleted, let frame = state.queue.popFirst() {
+            state.queuedBytes -= frame.bytes.readableBytes
+            writeLive(frame, state)
         }
     }
 
     /// Writes a live frame unless a catch-up already sent it; every id sent counts, so a later catch-up starts
     /// after the newest one.
     @discardableResult
-    private func write(_ frame: ByteBuffer, id: StreamID?, _ state: LoopState) -> Bool {
-        if let id {
+    private func writeLive(_ frame: OutgoingFrame, _ state: LoopState) -> Bool {
+        if let id = frame.id {
             if let lastSentID = state.lastSentID, id <= lastSentID { return false }
             state.lastSentID = id
         }
         return write(frame, state)
     }
 
+    /// Writes bytes of this stream's own (the preamble, a catch-up, a resync).
     @discardableResult
     private func write(_ buffer: ByteBuffer, _ state: LoopState) -> Bool {
-        guard let sink = state.sink, buffer.readableBytes > 0 else { return false }
-        sink.write(buffer)
+        guard buffer.readableBytes > 0 else { return false }
+        return write(OutgoingFrame(buffer, id: nil), state)
+    }
+
+    @discardableResult
+    private func write(_ frame: OutgoingFrame, _ state: LoopState) -> Bool {
+        guard let sink = state.sink else { return false }
+        sink.write(frame)
         let first = !state.needsFlush
         state.needsFlush = true
         return first

@@ -6,8 +6,8 @@ public protocol StreamSink: AnyObject {
     /// False while the client is behind (its channel's outbound buffer is past the high-water mark): frames wait
     /// in the stream's bounded queue until `StreamConnection.sinkBecameWritable()`.
     var isWritable: Bool { get }
-    /// Queues `buffer` on the channel without flushing.
-    func write(_ buffer: ByteBuffer)
+    /// Queues `frame` on the channel without flushing.
+    func write(_ frame: OutgoingFrame)
     /// Sends what was queued, in one `writev` where the transport can.
     func flush()
     /// Closes the client's connection (a slow consumer is disconnected, not merely forgotten).

@@ -2,15 +2,17 @@ import HeraldCore
 import NIOCore
 import NIOHTTP1
 
-/// A stream's way onto its client's connection: the hub writes frames here, on the channel's event loop, as
-/// HTTP body parts that only the HTTP/1.1 encoder (chunked framing) still touches, so the shared frame buffers
-/// reach the socket without a task, an async writer or a copy per client.
+/// A stream's way onto its client's connection: the hub writes frames here, on the channel's event loop, and
+/// they go to the socket as they are, in the response's framing (HTTP/1.1 chunks, made once per frame per loop and
+/// shared by every client there), without a task, an async writer or an HTTP part per client.
 ///
-/// It sits right after the response encoder. Bytes written before Hummingbird's response head has passed are
-/// held until it does, so the stream can begin before the route returns its response. It also notices a client
-/// that hung up: Hummingbird allows half-closed connections, so a client's FIN arrives only as `inputClosed`,
-/// which nobody reads while a response streams; an SSE client never sends anything after its request, so end
-/// of input means gone.
+/// It sits right after the response encoder, where it sees Hummingbird's (or `StreamHandoff`'s) response head go
+/// by: bytes written before that are held until it has. After it, frames are written below the encoder,
+/// through the encoder's own context, already framed as the encoder would have framed them (it chunks a
+/// response of unknown length to HTTP/1.1, and leaves HTTP/1.0's as they are, ended by the close). It also
+/// notices a client that hung up: Hummingbird allows half-closed connections, so a client's FIN arrives only as
+/// `inputClosed`, which nobody reads while a response streams; an SSE client never sends anything after its
+/// request, so end of input means gone.
 final class StreamOutlet: ChannelDuplexHandler, StreamSink {
     typealias InboundIn = NIOAny
     typealias OutboundIn = HTTPServerResponsePart
@@ -18,8 +20,10 @@ final class StreamOutlet: ChannelDuplexHandler, StreamSink {
 
     private let connection: StreamConnection
     private var context: ChannelHandlerContext?
-    private var headPassed = false
-    private var held: [ByteBuffer] = []
+    /// Where framed bytes go once the head has passed: the encoder's context, whose writes skip the encoder.
+    private var wire: ChannelHandlerContext?
+    private var chunked = false
+    private var held: [OutgoingFrame] = []
 
     private init(connection: StreamConnection) {
         self.connection = connection
@@ -39,40 +43,57 @@ final class StreamOutlet: ChannelDuplexHandler, StreamSink {
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
+        wire = nil
     }
 
     // MARK: StreamSink
 
     var isWritable: Bool { context?.channel.isWritable ?? false }
 
-    func write(_ buffer: ByteBuffer) {
-        guard let context else { return }
-        if headPassed {
-            context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
-        } else {
-            held.append(buffer)
+    func write(_ frame: OutgoingFrame) {
+        guard let wire else {
+            held.append(frame)
+            return
         }
+        let bytes = chunked ? frame.encoded(for: ObjectIdentifier(StreamOutlet.self), Self.chunk) : frame.bytes
+        wire.write(NIOAny(bytes), promise: nil)
     }
 
     func flush() {
-        guard headPassed else { return }
-        context?.flush()
+        wire?.flush()
     }
 
     func close() {
         context?.close(promise: nil)
     }
 
+    /// One HTTP/1.1 chunk holding `bytes`.
+    private static func chunk(_ bytes: ByteBuffer) -> ByteBuffer {
+        let size = String(bytes.readableBytes, radix: 16)
+        var chunk = ByteBuffer()
+        chunk.reserveCapacity(size.utf8.count + bytes.readableBytes + 4)
+        chunk.writeString(size)
+        chunk.writeStaticString("\r\n")
+        chunk.writeImmutableBuffer(bytes)
+        chunk.writeStaticString("\r\n")
+        return chunk
+    }
+
     // MARK: ChannelDuplexHandler
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        let isHead = if case .head = unwrapOutboundIn(data) { true } else { false }
+        let part = unwrapOutboundIn(data)
         context.write(data, promise: promise)
-        guard isHead, !headPassed else { return }
-        headPassed = true
-        for buffer in held {
-            context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        guard wire == nil, case .head(let head) = part else { return }
+        // The response of unknown length this outlet writes: chunked from HTTP/1.1 on, as the encoder does.
+        chunked = head.version.major > 1 || (head.version.major == 1 && head.version.minor >= 1)
+        // Present: `install` put the outlet right after it.
+        guard let encoder = try? context.pipeline.syncOperations.context(handlerType: HTTPResponseEncoder.self) else {
+            context.close(promise: nil)
+            return
         }
+        wire = encoder
+        for frame in held { write(frame) }
         held = []
     }
 
