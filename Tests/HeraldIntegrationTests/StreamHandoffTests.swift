@@ -52,6 +52,27 @@ struct StreamHandoffTests {
         }
     }
 
+    @Test("an HTTP/1.0 client gets its stream unchunked, ended by the close")
+    func http10Stream() async throws {
+        try await withStack { stack in
+            let api = stack.api()
+            let thread = try await api.createThread()
+            let connection = try await RawConnection.open(port: stack.node.port)
+            try await connection.send("GET /chats/sse/\(thread) HTTP/1.0\r\nAuthorization: Bearer \(try #require(api.token))\r\n\r\n")
+            #expect(await connection.waitForReceived(containing: ": connected", timeout: .seconds(10)))
+            _ = try await api.send(thread, "[[silent]] to an old client")
+            #expect(await connection.waitForReceived(containing: "to an old client", timeout: .seconds(10)))
+            let text = connection.received
+            #expect(text.hasPrefix("HTTP/1.0 200 OK\r\n"), "\(text)")
+            #expect(!text.lowercased().contains("transfer-encoding"))
+            // The body is the frames themselves: the head's blank line, then the preamble, no chunk sizes.
+            #expect(text.contains("\r\n\r\nretry: 3000\n: connected\n\n"))
+            #expect(text.contains("\n\nid: "))
+            #expect(!text.contains("\r\nid: "))
+            await connection.close()
+        }
+    }
+
     @Test("a stream request as a connection's first that fails gets its JSON error and the connection closes")
     func failedStreamAsFirstRequest() async throws {
         try await withStack { stack in
