@@ -72,6 +72,25 @@ struct TokenVerificationTests {
         #expect(throws: TokenRejection.tooLarge) { try TokenHeader(token: "\(header).\(String(repeating: "a", count: 8200)).x") }
     }
 
+    @Test("a verified token is remembered until it expires; an unknown or forged one never is")
+    func verifiedTokensRemembered() async throws {
+        let tokens = await UserTokens(secret: "a-test-secret-long-enough-for-hs256", provider: nil, leewaySeconds: 0)
+        let token = try await tokens.mint(user: "alice", validFor: .seconds(60))
+        #expect(try await tokens.user(fromToken: token) == "alice")
+        #expect(try await tokens.user(fromToken: token) == "alice")
+        var forged = token
+        forged.removeLast()
+        forged += forged.hasSuffix("A") ? "B" : "A"
+        await #expect(throws: TokenRejection.self) { try await tokens.user(fromToken: forged) }
+
+        let cache = VerifiedTokens()
+        cache.remember("t", user: "bob", until: 100)
+        #expect(cache.user(of: "t", now: 99) == "bob")
+        #expect(cache.user(of: "t", now: 100) == nil)
+        #expect(cache.user(of: "t", now: 50) == nil)
+        #expect(cache.user(of: "other", now: 1) == nil)
+    }
+
     @Test("Cache-Control max-age sets the refresh interval, bounded to 5 min … 24 h")
     func refreshInterval() {
         #expect(RefreshTiming.standard.interval(cacheControl: nil) == .seconds(3600))

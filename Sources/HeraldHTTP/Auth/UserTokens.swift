@@ -1,6 +1,7 @@
 import Foundation
 import HeraldCore
 import JWTKit
+import NIOConcurrencyHelpers
 
 /// Verifies user tokens. Two kinds are accepted, told apart by the header's `alg`:
 /// - Herald's own, HS256 with `HERALD_JWT_SECRET` (what `herald token` mints): `sub` names the user.
@@ -17,6 +18,8 @@ public struct UserTokens: Sendable {
     private let ownRules: ClaimRules
     private let provider: ProviderKeySet?
     private let providerRules: ClaimRules?
+    private let verified = VerifiedTokens()
+    private let leewaySeconds: Double
 
     public init(secret: String?, provider: ProviderKeySet?, leewaySeconds: Int) async {
         if let secret {
@@ -27,6 +30,7 @@ public struct UserTokens: Sendable {
             self.ownKeys = nil
         }
         self.ownRules = .own(leewaySeconds: Double(leewaySeconds))
+        self.leewaySeconds = Double(leewaySeconds)
         self.provider = provider
         self.providerRules = provider.map { provider in
             ClaimRules(
@@ -41,17 +45,29 @@ public struct UserTokens: Sendable {
         await self.init(secret: secret, provider: nil, leewaySeconds: 0)
     }
 
-    /// The user a token names, or why it is refused.
+    /// The user a token names, or why it is refused. A token verified a moment ago is not verified again (see
+    /// `VerifiedTokens`): a page opening streams, or thousands of clients reconnecting, present the same tokens.
     func user(fromToken token: String) async throws(TokenRejection) -> String {
+        let now = Date().timeIntervalSince1970
+        if let user = verified.user(of: token, now: now) { return user }
         let header = try TokenHeader(token: token)
+        let claims: TokenClaims
+        let user: String
         if header.algorithm == "HS256", let ownKeys {
-            return try ownRules.user(from: try await Self.verifiedClaims(token, with: ownKeys), now: Date().timeIntervalSince1970)
+            claims = try await Self.verifiedClaims(token, with: ownKeys)
+            user = try ownRules.user(from: claims, now: now)
+        } else {
+            guard let provider, let providerRules, ProviderKeys.supportedAlgorithms.contains(header.algorithm) else {
+                throw .algorithmNotAccepted
+            }
+            let keys = try await provider.keys(keyID: header.keyID, algorithm: header.algorithm)
+            claims = try await Self.verifiedClaims(token, with: keys)
+            user = try providerRules.user(from: claims, now: now)
         }
-        guard let provider, let providerRules, ProviderKeys.supportedAlgorithms.contains(header.algorithm) else {
-            throw .algorithmNotAccepted
+        if let expiration = claims.expiration {
+            verified.remember(token, user: user, until: min(expiration + leewaySeconds, now + VerifiedTokens.maximumAgeSeconds))
         }
-        let keys = try await provider.keys(keyID: header.keyID, algorithm: header.algorithm)
-        return try providerRules.user(from: try await Self.verifiedClaims(token, with: keys), now: Date().timeIntervalSince1970)
+        return user
     }
 
     private static func verifiedClaims(_ token: String, with keys: JWTKeyCollection) async throws(TokenRejection) -> TokenClaims {
@@ -69,5 +85,39 @@ public struct UserTokens: Sendable {
         let now = Date().timeIntervalSince1970.rounded(.down)
         let claims = TokenClaims(expiration: now + Double(ttl.components.seconds), issuedAt: now, strings: ["sub": user])
         return try await ownKeys.sign(claims)
+    }
+}
+
+/// Tokens verified recently, with their user: a hit skips parsing two JSON segments and checking a signature,
+/// the largest costs of opening a stream. An entry lasts until the token expires, and never more than a few
+/// minutes, so that a key the identity provider withdrew stops admitting tokens it signed soon after its JWKS
+/// says so. Bounded: when full, it starts over.
+final class VerifiedTokens: Sendable {
+    static let maximumAgeSeconds: Double = 300
+    static let capacity = 10_000
+
+    private struct Entry {
+        let user: String
+        let validUntil: Double
+    }
+
+    private let entries = NIOLockedValueBox<[String: Entry]>([:])
+
+    func user(of token: String, now: Double) -> String? {
+        entries.withLockedValue { entries in
+            guard let entry = entries[token] else { return nil }
+            guard now < entry.validUntil else {
+                entries[token] = nil
+                return nil
+            }
+            return entry.user
+        }
+    }
+
+    func remember(_ token: String, user: String, until validUntil: Double) {
+        entries.withLockedValue { entries in
+            if entries.count >= Self.capacity { entries.removeAll(keepingCapacity: true) }
+            entries[token] = Entry(user: user, validUntil: validUntil)
+        }
     }
 }
