@@ -19,6 +19,7 @@ import json
 import sys
 
 from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
 from openapi_spec_validator import validate
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
@@ -94,8 +95,10 @@ def main():
             failures.append(f"{where}: unknown sample kind")
             continue
         for error in validator(json_pointer).iter_errors(body):
-            path = "/".join(str(p) for p in error.absolute_path)
-            failures.append(f"{where}: at /{path}: {error.message}")
+            # For oneOf/anyOf, the closest alternative's complaint says more than "not valid under any".
+            cause = best_match(error.context) if error.context else error
+            path = "/".join(str(p) for p in cause.absolute_path)
+            failures.append(f"{where}: at /{path}: {cause.message[:300]}")
 
     summary = ", ".join(f"{n} {k}s" for k, n in sorted(counts.items()))
     if failures:
