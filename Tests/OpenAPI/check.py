@@ -88,9 +88,16 @@ def main():
             if frame_schema is None:
                 failures.append(f"{where}: no x-sse-frame schema")
                 continue
-            json_pointer = pointer("paths", sample["path"], method, "responses", "200", "content", "text/event-stream", "x-sse-frame")
             body = sample["frame"]
             where += f' event {body.get("event")}'
+            # The frame schema is a oneOf by event name: check against that event's alternative, for plain messages.
+            name = frame_schema["$ref"].split("/")[-1]
+            alternatives = document["components"]["schemas"][name]["oneOf"]
+            matching = [i for i, a in enumerate(alternatives) if a["properties"]["event"].get("const") == body.get("event")]
+            if not matching:
+                failures.append(f"{where}: event not documented")
+                continue
+            json_pointer = pointer("components", "schemas", name, "oneOf", matching[0])
         else:
             failures.append(f"{where}: unknown sample kind")
             continue
