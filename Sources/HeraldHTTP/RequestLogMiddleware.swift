@@ -20,11 +20,12 @@ struct RequestLogMiddleware<Context: RequestContext>: RouterMiddleware {
 
     private func log(_ request: Request, context: Context, status: Int, start: ContinuousClock.Instant) {
         let elapsed = ContinuousClock.now - start
+        let milliseconds = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
         context.logger.debug("request", metadata: [
             "method": .string(request.method.rawValue),
             "route": .string(context.endpointPath ?? "NotFound"),
             "status": .stringConvertible(status),
-            "duration_ms": .stringConvertible(Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1000),
+            "duration_ms": .stringConvertible((milliseconds * 10).rounded() / 10),
         ])
     }
 }

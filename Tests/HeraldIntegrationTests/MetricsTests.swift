@@ -48,11 +48,35 @@ struct MetricsTests {
             #expect(scrape.total("herald_postgres_pool_wait_seconds_count") ?? 0 >= 5)
             // The first command waited for the connection to open.
             #expect(scrape.total("herald_redis_connect_wait_seconds_count") ?? 0 >= 1)
+            // The dashboard and the operations guide use the names /metrics has.
+            let documented = try String(contentsOfFile: "\(packageRoot())/docs/operations.md", encoding: .utf8)
+            let dashboard = try String(contentsOfFile: "\(packageRoot())/docs/grafana-dashboard.json", encoding: .utf8)
+            let scraped = Set(scrape.samples.map(\.name).filter { $0.hasPrefix("herald_") }.map(Self.family))
+            let charted = Set(Self.metricNames(in: dashboard).map(Self.family))
+            #expect(scraped.filter { !documented.contains("`\($0)`") }.isEmpty, "scraped but not in docs/operations.md: \(scraped.filter { !documented.contains("`\($0)`") })")
+            #expect(charted.filter { !documented.contains("`\($0)`") }.isEmpty, "charted but not documented: \(charted.filter { !documented.contains("`\($0)`") })")
+            for family in ["herald_http_requests_total", "herald_http_request_duration_seconds", "herald_webhook_duration_seconds",
+                           "herald_publish_duration_seconds", "herald_agent_trigger_duration_seconds", "herald_postgres_pool_wait_seconds"] {
+                #expect(charted.contains(family) && scraped.contains(family), "\(family)")
+            }
             // Histograms are whole: the +Inf bucket holds every observation.
             for name in ["herald_publish_duration_seconds", "herald_postgres_pool_wait_seconds", durations] {
                 #expect(scrape.total("\(name)_bucket", ["le": "+Inf"]) == scrape.total("\(name)_count"), "\(name)")
             }
         }
+    }
+
+    /// `herald_…` names in `text`.
+    static func metricNames(in text: String) -> [String] {
+        text.matches(of: /herald_[a-z_]+/).map { String($0.output) }
+    }
+
+    /// A histogram's family name from its `_bucket`, `_sum` and `_count` series.
+    static func family(_ name: String) -> String {
+        for suffix in ["_bucket", "_sum", "_count"] where name.hasSuffix(suffix) {
+            return String(name.dropLast(suffix.count))
+        }
+        return name
     }
 
     @Test("an unreachable engine, an unsigned webhook and Redis going away each show in their series")

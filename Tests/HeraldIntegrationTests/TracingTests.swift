@@ -67,6 +67,44 @@ struct TracingTests {
         }
     }
 
+    @Test("an engine that sends no trace headers calls back the URL Herald gave it, and its webhook joins the trace")
+    func callbackURLCarriesTheTrace() async throws {
+        let collector = try TestHTTPServer { _, _ in
+            .respond(status: 200, headers: [("Content-Type", "application/json")], body: Array("{}".utf8))
+        }
+        defer { collector.stop() }
+        let engine = try TestHTTPServer { _, _ in .respond(status: 202) }
+        defer { engine.stop() }
+        let environment = [
+            "AGENT_KIND": "generic", "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json",
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+        ]
+        try await withStack(agent: .external(engine.url), environment: environment) { stack in
+            let api = stack.api()
+            _ = try await api.send(try await api.createThread(), "trace me by URL")
+            try await eventually("the engine is triggered") { !engine.requests.isEmpty }
+            let trigger = engine.requests[0]
+            let body = try #require(try JSONSerialization.jsonObject(with: Data(trigger.body)) as? [String: Any])
+            let callbackURL = try #require(body["callback_url"] as? String)
+            let traceparent = try #require(trigger.header("traceparent"))
+            #expect(callbackURL.contains("traceparent=\(traceparent)"), "\(callbackURL)")
+            // Like LangGraph: the callback URL as given (its token authenticates), no trace header.
+            let result = try await TestHTTPClient.request(
+                "POST", callbackURL, headers: [("Content-Type", "application/json")], body: Array(#"{"event":"completed","content":"ok"}"#.utf8)
+            )
+            #expect(result.status == 200, "\(result.text)")
+
+            let parts = traceparent.split(separator: "-").map(String.init)
+            var trace: [ExportedSpan] = []
+            try await eventually("the webhook's span arrives") {
+                trace = try Self.spans(in: collector.requests).filter { $0.traceID == parts[1] }
+                return trace.contains { $0.name == "/webhook/chat-response" }
+            }
+            let webhook = try #require(trace.first { $0.name == "/webhook/chat-response" })
+            #expect(webhook.parentSpanID == parts[2], "the webhook is a child of the trigger: \(trace)")
+        }
+    }
+
     /// The spans of OTLP/HTTP JSON export requests. Ids are hex in OTLP JSON; base64 is accepted too.
     static func spans(in requests: [TestHTTPServer.Request]) throws -> [ExportedSpan] {
         var spans: [ExportedSpan] = []

@@ -96,7 +96,12 @@ public final class RunCoordinator: Sendable {
         let start = ContinuousClock.now
         let span = startSpan("engine trigger", context: traceContext, ofKind: .client)
         span.attributes["herald.run_id"] = request.run.text
-        var curlRequest = adapter.request(for: request)
+        var engineRequest = request
+        if let traceparent = span.context.traceparent {
+            // An engine that does not propagate trace context still calls this URL back: its webhooks join the trace.
+            engineRequest.callbackURL += "&traceparent=\(traceparent)"
+        }
+        var curlRequest = adapter.request(for: engineRequest)
         curlRequest.addTraceHeaders(of: span.context)
         let outcome: TriggerOutcome
         let failure: ErrorDetail?
