@@ -3,6 +3,8 @@ import HTTPTypes
 import HeraldCore
 import Hummingbird
 import Metrics
+import PostgresClient
+import RedisClient
 
 /// `POST /webhook/chat-response`: results, errors and deltas from the engine.
 ///
@@ -35,11 +37,7 @@ struct WebhookRoute {
     @Sendable func receive(_ request: Request, context: HeraldRequestContext) async throws -> Response {
         let start = ContinuousClock.now
         var outcome = "failed"
-        defer {
-            Timer(label: "herald_webhook_duration_seconds", dimensions: [("outcome", outcome)]).recordNanoseconds(
-                (ContinuousClock.now - start).nanoseconds
-            )
-        }
+        defer { Timer(label: "herald_webhook_duration_seconds", dimensions: [("outcome", outcome)]).record(since: start) }
         do {
             let handled = try await process(request)
             outcome = handled.rawValue
@@ -61,7 +59,8 @@ struct WebhookRoute {
             }
         case is WebhookDecodingError: "invalid"
         case is NotFound: "not_found"
-        case is DependencyUnavailable: "unavailable"
+        case is DependencyUnavailable, is RedisError: "unavailable"
+        case let error as PostgresError where error.isConnectionError: "unavailable"
         default: "failed"
         }
     }
@@ -128,12 +127,6 @@ struct WebhookRoute {
         }
         Counter(label: "herald_webhook_auth_failures_total", dimensions: [("reason", "no_credential")]).increment()
         throw APIError.unauthorized("a webhook signature or a valid callback token is required")
-    }
-}
-
-extension Duration {
-    var nanoseconds: Int64 {
-        components.seconds * 1_000_000_000 + components.attoseconds / 1_000_000_000
     }
 }
 

@@ -19,7 +19,6 @@ struct Runner<Application: ApplicationProtocol>: ApplicationProtocolRunner {
 
     /// Runs until SIGTERM or SIGINT, then shuts down gracefully: the application first, then `telemetry`.
     func run() async throws {
-        guard !telemetry.isEmpty else { return try await application.runService() }
         let group = ServiceGroup(
             configuration: .init(services: telemetry + [application], gracefulShutdownSignals: [.sigterm, .sigint], logger: application.logger)
         )

@@ -30,13 +30,13 @@ public enum ClientMetrics {
 
 extension Timer {
     /// Records a `Duration` (swift-metrics' own overload needs newer Apple platforms than the package declares).
-    func record(elapsed duration: Duration) {
+    public func record(elapsed duration: Duration) {
         let (seconds, attoseconds) = duration.components
         recordNanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
     }
 
     /// Records the time since `start`.
-    func record(since start: ContinuousClock.Instant) {
+    public func record(since start: ContinuousClock.Instant) {
         record(elapsed: ContinuousClock.now - start)
     }
 }
