@@ -75,7 +75,7 @@ struct Serve: AsyncParsableCommand {
         var telemetry: [any Service] = []
         if Telemetry.isEnabled(environment) {
             do {
-                telemetry.append(try Telemetry.bootstrapTracing(logger: logger))
+                telemetry.append(try Telemetry.bootstrapTracing(environment: environment, logger: logger))
             } catch {
                 throw refuseToStart("OpenTelemetry configuration error: \(error)")
             }

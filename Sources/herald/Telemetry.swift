@@ -14,10 +14,16 @@ enum Telemetry {
 
     /// Installs the OpenTelemetry tracer process-wide; the returned service exports the spans and must outlive
     /// the application so the last spans are flushed.
-    static func bootstrapTracing(logger: Logger) throws -> any Service {
+    static func bootstrapTracing(environment: [String: String], logger: Logger) throws -> any Service {
+        // Only the OTLP/HTTP exporter is built in; swift-otel would stop the process at the first export otherwise.
+        for name in ["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"] where environment[name] == "grpc" {
+            throw UnsupportedProtocol(variable: name)
+        }
         var configuration = OTel.Configuration.default
         configuration.serviceName = "herald"
         configuration.diagnosticLogger = .custom(logger)
+        // Its start-up notes list overrides for metrics and logs too, which stay off here.
+        configuration.diagnosticLogLevel = .warning
         configuration.traces.enabled = true
         configuration.metrics.enabled = false
         configuration.logs.enabled = false
@@ -29,5 +35,10 @@ enum Telemetry {
     /// Adds `trace_id` and `span_id` to log lines written inside a span.
     static func loggingMetadataProvider() -> Logger.MetadataProvider {
         OTel.makeLoggingMetadataProvider()
+    }
+
+    struct UnsupportedProtocol: Error, CustomStringConvertible {
+        let variable: String
+        var description: String { "\(variable)=grpc: only http/protobuf and http/json are built in" }
     }
 }

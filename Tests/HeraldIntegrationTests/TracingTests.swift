@@ -105,6 +105,16 @@ struct TracingTests {
         }
     }
 
+    @Test("asking for OTLP/gRPC, which is not built in, stops start-up naming the variable")
+    func grpcRefused() async throws {
+        let process = try ChildProcess.start(
+            builtProduct("herald"), ["serve"],
+            environment: ["OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "HERALD_INSECURE_DEV": "1"]
+        )
+        #expect(try await process.waitForExit(timeout: .seconds(20)) == 2)
+        #expect(process.log().contains("OTEL_EXPORTER_OTLP_PROTOCOL=grpc"), "\(process.log())")
+    }
+
     /// The spans of OTLP/HTTP JSON export requests. Ids are hex in OTLP JSON; base64 is accepted too.
     static func spans(in requests: [TestHTTPServer.Request]) throws -> [ExportedSpan] {
         var spans: [ExportedSpan] = []

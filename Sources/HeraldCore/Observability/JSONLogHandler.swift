@@ -44,7 +44,7 @@ public struct JSONLogHandler: LogHandler {
         Self.appendString(label, to: &line)
         line += ",\"message\":"
         Self.appendString(event.message.description, to: &line)
-        for key in merged.keys.sorted() {
+        for key in merged.keys.sorted(by: { Self.outputKey($0) < Self.outputKey($1) }) {
             line += ","
             Self.appendString(Self.outputKey(key), to: &line)
             line += ":"
