@@ -47,7 +47,7 @@ public final class RedisClient: Sendable {
     private func observingFailure(_ body: () async throws -> RESPValue) async throws -> RESPValue {
         do {
             return try await body()
-        } catch let error as RedisError {
+        } catch {
             observer.commandFailed(error)
             throw error
         }

@@ -22,7 +22,12 @@ public enum ClientMetrics {
         return RedisClientObserver(
             connectionAwaited: { wait.record(elapsed: $0) },
             commandFailed: { error in
-                Counter(label: "herald_redis_errors_total", dimensions: [("kind", error.metricKind)]).increment()
+                let kind = switch error {
+                case let error as RedisError: error.metricKind
+                case is CancellationError: "cancelled"
+                default: "connect"
+                }
+                Counter(label: "herald_redis_errors_total", dimensions: [("kind", kind)]).increment()
             }
         )
     }
