@@ -33,5 +33,4 @@ struct OpenAPIRouteTests {
         #expect(registered.subtracting(documented).isEmpty, "routes the document does not describe: \(registered.subtracting(documented).sorted())")
         #expect(documented.subtracting(registered).isEmpty, "documented operations with no route: \(documented.subtracting(registered).sorted())")
     }
-
 }

@@ -55,8 +55,8 @@ struct MetricsTests {
             let dashboard = try String(contentsOfFile: "\(packageRoot())/docs/grafana-dashboard.json", encoding: .utf8)
             let scraped = Set(scrape.samples.map(\.name).filter { $0.hasPrefix("herald_") }.map(Self.family))
             let charted = Set(Self.metricNames(in: dashboard).map(Self.family))
-            #expect(scraped.filter { !documented.contains("`\($0)`") }.isEmpty, "scraped but not in docs/operations.md: \(scraped.filter { !documented.contains("`\($0)`") })")
-            #expect(charted.filter { !documented.contains("`\($0)`") }.isEmpty, "charted but not documented: \(charted.filter { !documented.contains("`\($0)`") })")
+            let undocumented = scraped.union(charted).filter { !documented.contains("`\($0)`") }
+            #expect(undocumented.isEmpty, "scraped or charted but not in docs/operations.md: \(undocumented.sorted())")
             for family in ["herald_http_requests_total", "herald_http_request_duration_seconds", "herald_webhook_duration_seconds",
                            "herald_publish_duration_seconds", "herald_agent_trigger_duration_seconds", "herald_postgres_pool_wait_seconds"] {
                 #expect(charted.contains(family) && scraped.contains(family), "\(family)")
@@ -93,7 +93,10 @@ struct MetricsTests {
             let unsigned = try await TestHTTPClient.request("POST", "\(stack.url)/webhook/chat-response", body: Array("{}".utf8))
             #expect(unsigned.status == 401)
             try await stack.redis.stop()
-            #expect(try await api.request("POST", "/chats/\(thread)/send", headers: [("Content-Type", "application/json")], body: Array(#"{"content":"x"}"#.utf8)).status == 503)
+            let send = try await api.request(
+                "POST", "/chats/\(thread)/send", headers: [("Content-Type", "application/json")], body: Array(#"{"content":"x"}"#.utf8)
+            )
+            #expect(send.status == 503)
 
             let scrape = try await PrometheusScrape.scrape(stack.url)
             #expect(scrape.total("herald_webhook_duration_seconds_count", ["outcome": "unauthorized"]) == 1, "\(scrape.text)")

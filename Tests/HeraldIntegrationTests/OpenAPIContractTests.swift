@@ -35,7 +35,8 @@ struct OpenAPIContractTests {
             #expect(document.header("Content-Type")?.hasPrefix("application/json") == true)
 
             // Threads.
-            let created = try await call("POST", "/chats", pattern: "/chats", headers: json, body: Array(#"{"title":"contract","metadata":{"k":[1,2]}}"#.utf8))
+            let createBody = Array(#"{"title":"contract","metadata":{"k":[1,2]}}"#.utf8)
+            let created = try await call("POST", "/chats", pattern: "/chats", headers: json, body: createBody)
             #expect(created.status == 201)
             let thread = try #require(try api.json(created)["id"] as? String)
             _ = try await call("POST", "/chats", pattern: "/chats", headers: json, body: Array("{}".utf8))
@@ -71,7 +72,8 @@ struct OpenAPIContractTests {
             #expect(try await call("POST", "/chats", pattern: "/chats", headers: json, body: oversized).status == 413)
             var sendStatuses: [Int] = []
             for _ in 0..<4 {
-                sendStatuses.append(try await call("POST", "/chats/\(thread)/send", pattern: "/chats/{thread_id}/send", headers: json, body: sendBody).status)
+                let response = try await call("POST", "/chats/\(thread)/send", pattern: "/chats/{thread_id}/send", headers: json, body: sendBody)
+                sendStatuses.append(response.status)
             }
             #expect(sendStatuses.contains(429), "\(sendStatuses)")
             var extraStreams: [TestHTTPResponse] = []
@@ -90,7 +92,10 @@ struct OpenAPIContractTests {
             let notFound = try await api.postWebhook(json: native, query: "?run_id=\(unknownRun)")
             contract.response("POST", "/webhook/chat-response", notFound)
             #expect(notFound.status == 404)
-            let unsigned = try await call("POST", "/webhook/chat-response?run_id=\(unknownRun)", pattern: "/webhook/chat-response", headers: json, body: Array(native.utf8), as: anonymous)
+            let unsigned = try await call(
+                "POST", "/webhook/chat-response?run_id=\(unknownRun)", pattern: "/webhook/chat-response", headers: json,
+                body: Array(native.utf8), as: anonymous
+            )
             #expect(unsigned.status == 401)
             let endedRun = try #require(stream.events.first { $0.type == "run_status" }?.object["run_id"] as? String)
             let lateDelta = #"{"event":"delta","delta":"late","index":99}"#

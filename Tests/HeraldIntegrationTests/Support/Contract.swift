@@ -1,6 +1,6 @@
 import Foundation
-import Synchronization
 import HeraldTestSupport
+import Synchronization
 import Testing
 
 /// Real traffic recorded for the OpenAPI contract check: responses with the route pattern they answered, request
@@ -9,8 +9,6 @@ import Testing
 final class ContractRecorder: Sendable {
     /// Each sample already serialized: JSON text is all that crosses tasks.
     private let samples = Mutex<[Data]>([])
-
-    var count: Int { samples.withLock { $0.count } }
 
     /// `response` to `method path`, where `path` is the route pattern as the document spells it.
     func response(_ method: String, _ path: String, _ response: TestHTTPResponse) {
