@@ -32,6 +32,10 @@ secs() { # nanoseconds -> seconds with one decimal
 venv_log=$(mktemp)
 bash "$ROOT/scripts/langgraph-venv.sh" >"$venv_log" 2>&1 &
 venv_pid=$!
+# The OpenAPI contract tests validate with openapi-spec-validator and jsonschema (scripts/openapi-venv.sh).
+openapi_venv_log=$(mktemp)
+bash "$ROOT/scripts/openapi-venv.sh" >"$openapi_venv_log" 2>&1 &
+openapi_venv_pid=$!
 
 start=$(now)
 if ! swift build --build-tests; then
@@ -46,6 +50,12 @@ if ! wait "$venv_pid"; then
     exit 1
 fi
 rm -f "$venv_log"
+if ! wait "$openapi_venv_pid"; then
+    cat "$openapi_venv_log" >&2
+    echo "test.sh: preparing the OpenAPI validators' virtualenv FAILED" >&2
+    exit 1
+fi
+rm -f "$openapi_venv_log"
 
 start=$(now)
 set +e

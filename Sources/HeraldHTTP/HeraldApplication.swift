@@ -10,16 +10,21 @@ import ServiceLifecycle
 
 /// Wires the clients, the hub core and the routes into one Hummingbird application.
 public enum HeraldApplication {
+    /// `router` receives every public route (tests read its `routes`).
     public static func build(
-        configuration: HeraldConfiguration, registry: PrometheusCollectorRegistry, logger: Logger
+        configuration: HeraldConfiguration, registry: PrometheusCollectorRegistry, logger: Logger,
+        router: Router<HeraldRequestContext> = Router(context: HeraldRequestContext.self)
     ) async throws -> some ApplicationProtocol {
         let redisConfiguration = try RedisConfiguration(url: configuration.redisURL)
         let nodeName = "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)"
         let keys = ThreadKeys(prefix: configuration.channelPrefix)
 
-        let redis = RedisClient(configuration: redisConfiguration, name: "herald-pub-\(nodeName)", logger: logger)
+        let redis = RedisClient(
+            configuration: redisConfiguration, name: "herald-pub-\(nodeName)", logger: logger, observer: ClientMetrics.redis()
+        )
         let pool = PostgresPool(
-            configuration: .init(connectionString: configuration.databaseURL, poolSize: configuration.databasePoolSize), logger: logger
+            configuration: .init(connectionString: configuration.databaseURL, poolSize: configuration.databasePoolSize), logger: logger,
+            observer: ClientMetrics.postgresPool()
         )
         let http = try CurlHTTPClient(logger: logger)
         let store = ChatStore(pool: pool)
@@ -56,7 +61,7 @@ public enum HeraldApplication {
         let signatures = configuration.webhookSecrets.isEmpty ? nil : try StandardWebhooks(secrets: configuration.webhookSecrets)
         let sweepInterval = Duration.milliseconds(Int64(min(1000, max(50, configuration.runTimeoutSeconds * 250))))
 
-        let router = Router(context: HeraldRequestContext.self)
+        router.addObservability()
         router.add(middleware: CORSPolicy(origins: Set(configuration.corsOrigins)))
         router.add(middleware: ErrorMiddleware())
         let chats = router.group("chats").add(middleware: UserAuthenticationMiddleware(tokens: userTokens))
@@ -68,6 +73,7 @@ public enum HeraldApplication {
         )
         operations.register(on: router)
         PageRoutes(userTokens: userTokens, configuration: configuration).register(on: router)
+        OpenAPIRoute().register(on: router)
 
         // Shut down in reverse order: the server first (streams end), then these, the clients last.
         var services: [any Service] = [
@@ -79,6 +85,7 @@ public enum HeraldApplication {
         if let providerKeys { services.append(providerKeys) }
         if let operationsPort = configuration.connectionLimits.operationsPort {
             let operationsRouter = Router(context: HeraldRequestContext.self)
+            operationsRouter.addObservability()
             operationsRouter.add(middleware: ErrorMiddleware())
             operations.register(on: operationsRouter)
             services.append(

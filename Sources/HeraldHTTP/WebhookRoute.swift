@@ -3,6 +3,8 @@ import HTTPTypes
 import HeraldCore
 import Hummingbird
 import Metrics
+import PostgresClient
+import RedisClient
 
 /// `POST /webhook/chat-response`: results, errors and deltas from the engine.
 ///
@@ -31,8 +33,40 @@ struct WebhookRoute {
         case callbackToken(run: UUID, thread: UUID)
     }
 
-    /// JSON is parsed whatever the Content-Type says: LangGraph's JS server sends it as `text/plain`.
+    /// Timed by outcome (`herald_webhook_duration_seconds{outcome}`): the handled outcomes, or why it was refused.
     @Sendable func receive(_ request: Request, context: HeraldRequestContext) async throws -> Response {
+        let start = ContinuousClock.now
+        var outcome = "failed"
+        defer { Timer(label: "herald_webhook_duration_seconds", dimensions: [("outcome", outcome)]).record(since: start) }
+        do {
+            let handled = try await process(request)
+            outcome = handled.rawValue
+            return try respond(handled)
+        } catch {
+            outcome = Self.failureOutcome(of: error)
+            throw error
+        }
+    }
+
+    /// A bounded name for a refused webhook.
+    static func failureOutcome(of error: any Error) -> String {
+        switch error {
+        case let error as APIError:
+            switch error.status {
+            case .unauthorized: "unauthorized"
+            case .serviceUnavailable: "unavailable"
+            default: "invalid"
+            }
+        case is WebhookDecodingError: "invalid"
+        case is NotFound: "not_found"
+        case is DependencyUnavailable, is RedisError: "unavailable"
+        case let error as PostgresError where error.isConnectionError: "unavailable"
+        default: "failed"
+        }
+    }
+
+    /// JSON is parsed whatever the Content-Type says: LangGraph's JS server sends it as `text/plain`.
+    private func process(_ request: Request) async throws -> RunCoordinator.WebhookOutcome {
         var runIDFromURL: UUID?
         if let text = request.uri.queryParameters.get("run_id") {
             guard let id = UUID(uuidString: String(text)) else { throw APIError(.badRequest, "invalid_id", "run_id must be a UUID") }
@@ -51,14 +85,14 @@ struct WebhookRoute {
         // would cost a PostgreSQL write per token.
         var deliveryID: String?
         if case .signed(let id) = credential, !event.isIndexedDelta {
-            if try await store.deliverySeen(id) { return try respond(.duplicate) }
+            if try await store.deliverySeen(id) { return .duplicate }
             deliveryID = id
         }
         let outcome = try await coordinator.handle(event)
         if let deliveryID {
             try await store.recordDelivery(deliveryID)
         }
-        return try respond(outcome)
+        return outcome
     }
 
     private func respond(_ outcome: RunCoordinator.WebhookOutcome) throws -> Response {

@@ -12,11 +12,13 @@ public final class PostgresPool: Sendable {
     private let logger: Logger
     private let threadPool: NIOThreadPool
     private let state: PoolState
+    private let observer: PostgresPoolObserver
 
-    public init(configuration: PostgresConfiguration, logger: Logger) {
+    public init(configuration: PostgresConfiguration, logger: Logger, observer: PostgresPoolObserver = .none) {
         precondition(configuration.poolSize >= 1, "poolSize must be at least 1")
         self.configuration = configuration
         self.logger = logger
+        self.observer = observer
         self.state = PoolState(size: configuration.poolSize)
         self.threadPool = NIOThreadPool(numberOfThreads: configuration.poolSize)
         self.threadPool.start()
@@ -94,7 +96,20 @@ public final class PostgresPool: Sendable {
     private func withConnection<T: Sendable>(
         _ body: @escaping @Sendable (ConnectionHandle) throws -> T
     ) async throws -> T {
+        do {
+            return try await withLeasedConnection(body)
+        } catch let error as PostgresError {
+            observer.callFailed(error)
+            throw error
+        }
+    }
+
+    private func withLeasedConnection<T: Sendable>(
+        _ body: @escaping @Sendable (ConnectionHandle) throws -> T
+    ) async throws -> T {
+        let waitStart = ContinuousClock.now
         let lease = try await state.acquire()
+        observer.leaseAcquired(ContinuousClock.now - waitStart)
         let outcome: Outcome<T>
         do {
             outcome = try await threadPool.runIfActive { [configuration, logger] in

@@ -18,23 +18,39 @@ public final class RedisClient: Sendable {
     private let name: String?
     private let eventLoopGroup: any EventLoopGroup
     private let logger: Logger
+    private let observer: RedisClientObserver
     private let state = Locked(State())
 
     public init(
         configuration: RedisConfiguration,
         name: String? = nil,
         eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
-        logger: Logger
+        logger: Logger,
+        observer: RedisClientObserver = .none
     ) {
         self.configuration = configuration
         self.name = name
         self.eventLoopGroup = eventLoopGroup
         self.logger = logger
+        self.observer = observer
     }
 
     /// Sends one command; an error reply throws `RedisError.server(message)`.
     public func send(_ arguments: [RedisArgument]) async throws -> RESPValue {
+        try await observingFailure { try await self.sendUnobserved(arguments) }
+    }
+
+    private func sendUnobserved(_ arguments: [RedisArgument]) async throws -> RESPValue {
         try await self.connection().send(arguments)
+    }
+
+    private func observingFailure(_ body: () async throws -> RESPValue) async throws -> RESPValue {
+        do {
+            return try await body()
+        } catch {
+            observer.commandFailed(error)
+            throw error
+        }
     }
 
     public func send(_ arguments: RedisArgument...) async throws -> RESPValue {
@@ -47,12 +63,15 @@ public final class RedisClient: Sendable {
         command.reserveCapacity(3 + keys.count + arguments.count)
         command.append(contentsOf: keys.map { .string($0) })
         command.append(contentsOf: arguments)
-        do {
-            return try await self.send(command)
-        } catch RedisError.server(let message) where message.hasPrefix("NOSCRIPT") {
-            command[0] = "EVAL"
-            command[1] = .string(script.source)
-            return try await self.send(command)
+        // NOSCRIPT is the expected first answer after a Redis restart, not a failure worth reporting.
+        return try await observingFailure {
+            do {
+                return try await self.sendUnobserved(command)
+            } catch RedisError.server(let message) where message.hasPrefix("NOSCRIPT") {
+                command[0] = "EVAL"
+                command[1] = .string(script.source)
+                return try await self.sendUnobserved(command)
+            }
         }
     }
 
@@ -112,7 +131,9 @@ public final class RedisClient: Sendable {
         case .ready(let connection):
             return connection
         case .wait(let connecting):
+            let waitStart = ContinuousClock.now
             let result = await connecting.result
+            observer.connectionAwaited(ContinuousClock.now - waitStart)
             let orphan: RedisConnection? = self.state.withLock { state in
                 guard state.connecting == connecting else { return nil }
                 state.connecting = nil

@@ -7,6 +7,7 @@ import Logging
 import Metrics
 import PostgresClient
 import Prometheus
+import ServiceLifecycle
 
 @main
 struct Herald: AsyncParsableCommand {
@@ -24,13 +25,28 @@ private func refuseToStart(_ message: String) -> ExitCode {
     return ExitCode(2)
 }
 
-private func makeLogger(_ label: String) -> Logger {
-    let level = ProcessInfo.processInfo.environment["HERALD_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .info
-    LoggingSystem.bootstrap { label in
-        var handler = StreamLogHandler.standardError(label: label)
+/// Logs on stderr: text, or with `HERALD_LOG_FORMAT=json` one JSON object a line. With tracing on, lines written
+/// inside a span carry its `trace_id` and `span_id`.
+private func makeLogger(_ label: String) throws -> Logger {
+    let environment = ProcessInfo.processInfo.environment
+    let level = environment["HERALD_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .info
+    let json: Bool
+    switch environment["HERALD_LOG_FORMAT"] {
+    case nil, "", "text": json = false
+    case "json": json = true
+    case let other?: throw refuseToStart("HERALD_LOG_FORMAT must be text or json, got \"\(other)\"")
+    }
+    let metadataProvider = Telemetry.isEnabled(environment) ? Telemetry.loggingMetadataProvider() : nil
+    LoggingSystem.bootstrap({ label, metadataProvider in
+        if json {
+            var handler = JSONLogHandler.standardError(label: label, metadataProvider: metadataProvider)
+            handler.logLevel = level
+            return handler
+        }
+        var handler = StreamLogHandler.standardError(label: label, metadataProvider: metadataProvider)
         handler.logLevel = level
         return handler
-    }
+    }, metadataProvider: metadataProvider)
     return Logger(label: label)
 }
 
@@ -53,9 +69,17 @@ struct Serve: AsyncParsableCommand {
         }
         if let host { configuration.host = host }
         if let port { configuration.port = port }
-        let logger = makeLogger("herald")
+        let logger = try makeLogger("herald")
         let registry = PrometheusCollectorRegistry()
-        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        MetricsSystem.bootstrap(PrometheusNames.factory(registry: registry))
+        var telemetry: [any Service] = []
+        if Telemetry.isEnabled(environment) {
+            do {
+                telemetry.append(try Telemetry.bootstrapTracing(environment: environment, logger: logger))
+            } catch {
+                throw refuseToStart("OpenTelemetry configuration error: \(error)")
+            }
+        }
         if configuration.jwtSecret == nil, configuration.developmentMode {
             logger.critical(
                 """
@@ -66,7 +90,9 @@ struct Serve: AsyncParsableCommand {
         }
         let application: any ApplicationProtocolRunner
         do {
-            application = try await Runner(HeraldApplication.build(configuration: configuration, registry: registry, logger: logger))
+            application = try await Runner(
+                HeraldApplication.build(configuration: configuration, registry: registry, logger: logger), telemetry: telemetry
+            )
         } catch {
             throw refuseToStart("\(error)")
         }
@@ -88,7 +114,7 @@ struct Migrate: AsyncParsableCommand {
         } catch {
             throw refuseToStart(error.description)
         }
-        let logger = makeLogger("herald.migrate")
+        let logger = try makeLogger("herald.migrate")
         let pool = PostgresPool(configuration: .init(connectionString: databaseURL, poolSize: 1), logger: logger)
         do {
             try await ChatStore(pool: pool).migrate(logger: logger)
@@ -148,7 +174,7 @@ struct DemoAgentCommand: AsyncParsableCommand {
     @Option(help: "Milliseconds between tokens.") var tokenDelayMs = 30
 
     func run() async throws {
-        let logger = makeLogger("herald.demo-agent")
+        let logger = try makeLogger("herald.demo-agent")
         // Signs its callbacks with the first of HERALD_WEBHOOK_SECRET's secrets when set.
         var signer: StandardWebhooks?
         if let secrets = ProcessInfo.processInfo.environment["HERALD_WEBHOOK_SECRET"], !secrets.isEmpty {

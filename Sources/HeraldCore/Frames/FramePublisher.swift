@@ -1,7 +1,9 @@
 import Foundation
 import Logging
+import Metrics
 import NIOCore
 import RedisClient
+import Tracing
 
 /// Redis could not be reached or answered with an error: callers answer 503 so the sender retries.
 public struct DependencyUnavailable: Error, CustomStringConvertible {
@@ -86,7 +88,7 @@ public struct FramePublisher: Sendable {
             arguments.append(.bytes(ByteBuffer(bytes: FrameEncoder.body(of: event))))
         }
         let extraKeys = endingRun.map { [keys.deltaIndexes(thread, run: $0)] } ?? []
-        let reply = try await run(Self.publishScript, thread: thread, extraKeys: extraKeys, arguments: arguments)
+        let reply = try await run(Self.publishScript, kind: "frames", thread: thread, extraKeys: extraKeys, arguments: arguments)
         return (reply.array ?? []).compactMap { $0.string.flatMap(StreamID.init) }
     }
 
@@ -116,7 +118,7 @@ public struct FramePublisher: Sendable {
             .bytes(ByteBuffer(bytes: body[range.upperBound...])),
         ]
         let reply = try await run(
-            Self.deltaScript, thread: delta.threadID,
+            Self.deltaScript, kind: "delta", thread: delta.threadID,
             extraKeys: [keys.deltaIndexes(delta.threadID, run: delta.runID)], arguments: arguments
         )
         switch reply.string {
@@ -126,9 +128,23 @@ public struct FramePublisher: Sendable {
         }
     }
 
+    /// One script call, timed (`herald_publish_duration_seconds{kind}`) and traced (a producer span).
     private func run(
-        _ script: RedisScript, thread: UUID, extraKeys: [String], arguments: [RedisArgument]
+        _ script: RedisScript, kind: String, thread: UUID, extraKeys: [String], arguments: [RedisArgument]
     ) async throws(DependencyUnavailable) -> RESPValue {
-        try await redis.evalForRequest(script, keys: [keys.channel(thread), keys.log(thread)] + extraKeys, arguments: arguments)
+        let start = ContinuousClock.now
+        let span = startSpan("publish \(kind)", ofKind: .producer)
+        span.attributes["herald.thread_id"] = thread.text
+        defer {
+            span.end()
+            Timer(label: "herald_publish_duration_seconds", dimensions: [("kind", kind)]).record(since: start)
+        }
+        do {
+            return try await redis.evalForRequest(script, keys: [keys.channel(thread), keys.log(thread)] + extraKeys, arguments: arguments)
+        } catch {
+            span.recordError(error)
+            span.setStatus(.init(code: .error))
+            throw error
+        }
     }
 }

@@ -2,6 +2,7 @@ import CurlClient
 import Foundation
 import Logging
 import Metrics
+import Tracing
 
 /// The send → engine → webhook → stream loop: stores first, then publishes, so a client refetching over REST
 /// never misses what the stream showed; every final result is published exactly once (outbox flag in `runs`).
@@ -73,49 +74,95 @@ public final class RunCoordinator: Sendable {
             thread: thread, run: run.id, assistantMessageID: run.assistantMessageID, userMessage: message,
             callbackURL: "\(callbackBase)/webhook/chat-response?run_id=\(run.id.text)&token=\(token.value)"
         )
-        jobs.submit { [self] in await trigger(request) }
+        // The trigger runs after this request's task is gone: it carries the send's trace context explicitly.
+        let traceContext = InstrumentationContext.current ?? .topLevel
+        jobs.submit { [self] in await trigger(request, traceContext: traceContext) }
         return (message, run)
     }
 
+    /// How a trigger ended, the `outcome` of `herald_agent_trigger_duration_seconds`.
+    enum TriggerOutcome: String {
+        case accepted
+        case rejected
+        case unauthorized
+        case unreachable
+        case cancelled
+    }
+
     /// Delivers the run to the engine, retrying connect errors, 429 and 5xx with backoff; when that fails the
-    /// run is `failed` and the stream gets an `error` frame.
-    func trigger(_ request: AgentRunRequest) async {
-        let failure: ErrorDetail
+    /// run is `failed` and the stream gets an `error` frame. One client span covers every attempt; the engine gets
+    /// its `traceparent`.
+    func trigger(_ request: AgentRunRequest, traceContext: InstrumentationContext = .topLevel) async {
+        let start = ContinuousClock.now
+        let span = startSpan("engine trigger", context: traceContext, ofKind: .client)
+        span.attributes["herald.run_id"] = request.run.text
+        var engineRequest = request
+        if let traceparent = span.context.traceparent {
+            // An engine that does not propagate trace context still calls this URL back: its webhooks join the trace.
+            engineRequest.callbackURL += "&traceparent=\(traceparent)"
+        }
+        var curlRequest = adapter.request(for: engineRequest)
+        curlRequest.addTraceHeaders(of: span.context)
+        let outcome: TriggerOutcome
+        let failure: ErrorDetail?
+        var acceptedResponse: CurlResponse?
         do {
-            let response = try await http.execute(adapter.request(for: request), retrying: retryPolicy)
-            if (200..<300).contains(response.status) {
-                let engineRunID = adapter.engineRunID(from: response)
-                if try await store.markRunning(request.run, engineRunID: engineRunID) {
-                    if let streamJoins, let engineRunID {
-                        streamJoins.join(.init(request: request, engineRunID: engineRunID)) { [store] in
-                            (try? await store.run(request.run))?.status.isFinal ?? true
-                        }
-                    }
-                    try await publisher.publish([.runStatus(.init(threadID: request.thread, runID: request.run, status: .running))], thread: request.thread)
-                }
-                return
-            }
-            failure = switch response.status {
+            let response = try await http.execute(curlRequest, retrying: retryPolicy)
+            span.attributes["http.response.status_code"] = response.status
+            switch response.status {
+            case 200..<300:
+                (outcome, failure) = (.accepted, nil)
+                acceptedResponse = response
             case 401, 403:
-                ErrorDetail(code: "agent_unauthorized", message: "the engine refused Herald's credentials (HTTP \(response.status)); check AGENT_API_KEY")
+                outcome = .unauthorized
+                failure = ErrorDetail(
+                    code: "agent_unauthorized", message: "the engine refused Herald's credentials (HTTP \(response.status)); check AGENT_API_KEY"
+                )
             default:
-                ErrorDetail(code: "agent_rejected", message: "the engine answered HTTP \(response.status)")
+                (outcome, failure) = (.rejected, ErrorDetail(code: "agent_rejected", message: "the engine answered HTTP \(response.status)"))
             }
         } catch is CancellationError {
-            return
-        } catch let error as CurlError {
-            failure = ErrorDetail(code: "agent_unreachable", message: "the engine could not be reached: \(error.message)")
+            (outcome, failure) = (.cancelled, nil)
         } catch {
-            // The run reached the engine; only recording that failed. The timeout sweeper settles the run.
-            logger.warning("recording a started run failed", metadata: ["run": "\(request.run.text)", "error": "\(error)"])
-            return
+            let message = (error as? CurlError)?.message ?? "\(error)"
+            (outcome, failure) = (.unreachable, ErrorDetail(code: "agent_unreachable", message: "the engine could not be reached: \(message)"))
         }
+        span.attributes["herald.trigger.outcome"] = outcome.rawValue
+        if failure != nil { span.setStatus(.init(code: .error)) }
+        span.end()
+        Timer(label: "herald_agent_trigger_duration_seconds", dimensions: [("outcome", outcome.rawValue)]).record(since: start)
+        if let acceptedResponse {
+            do {
+                try await recordAccepted(request, engineRunID: adapter.engineRunID(from: acceptedResponse), traceContext: span.context)
+            } catch is CancellationError {
+                return
+            } catch {
+                // The run reached the engine; only recording that failed. The timeout sweeper settles the run.
+                logger.warning("recording a started run failed", metadata: ["run": "\(request.run.text)", "error": "\(error)"])
+            }
+        }
+        guard let failure else { return }
         Counter(label: "herald_agent_trigger_failures_total").increment()
         logger.warning("engine trigger failed", metadata: ["run": "\(request.run.text)", "error": "\(failure.message)"])
         do {
-            try await finish(runID: request.run, status: .failed, reply: nil, error: failure)
+            try await InstrumentationContext.$current.withValue(traceContext) {
+                try await finish(runID: request.run, status: .failed, reply: nil, error: failure)
+            }
         } catch {
             logger.warning("recording a failed run failed; the sweeper will retry", metadata: ["run": "\(request.run.text)", "error": "\(error)"])
+        }
+    }
+
+    /// The engine took the run: it is `running` from now on (unless a result already arrived).
+    private func recordAccepted(_ request: AgentRunRequest, engineRunID: String?, traceContext: InstrumentationContext) async throws {
+        guard try await store.markRunning(request.run, engineRunID: engineRunID) else { return }
+        if let streamJoins, let engineRunID {
+            streamJoins.join(.init(request: request, engineRunID: engineRunID)) { [store] in
+                (try? await store.run(request.run))?.status.isFinal ?? true
+            }
+        }
+        try await InstrumentationContext.$current.withValue(traceContext) {
+            try await publisher.publish([.runStatus(.init(threadID: request.thread, runID: request.run, status: .running))], thread: request.thread)
         }
     }
 

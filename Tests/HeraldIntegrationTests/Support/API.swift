@@ -22,7 +22,10 @@ struct API {
     }
 
     /// A webhook as a signing engine sends it (Standard Webhooks, the stack's secret).
-    func postWebhook(_ body: [UInt8], query: String = "", contentType: String = "application/json", deliveryID: String = "msg_\(UUID().uuidString)") async throws -> TestHTTPResponse {
+    func postWebhook(
+        _ body: [UInt8], query: String = "", contentType: String = "application/json", deliveryID: String = "msg_\(UUID().uuidString)",
+        headers extraHeaders: [(String, String)] = []
+    ) async throws -> TestHTTPResponse {
         let signer = try StandardWebhooks(secrets: [Stack.webhookSecret])
         let timestamp = Int(Date().timeIntervalSince1970)
         return try await TestHTTPClient.request(
@@ -30,7 +33,7 @@ struct API {
             headers: [
                 ("Content-Type", contentType), ("webhook-id", deliveryID), ("webhook-timestamp", String(timestamp)),
                 ("webhook-signature", signer.sign(id: deliveryID, timestamp: timestamp, body: body)),
-            ],
+            ] + extraHeaders,
             body: body
         )
     }

@@ -51,14 +51,4 @@ actor LangGraphServer {
         try await waitUntilHealthy("\(url)/ok", timeout: .seconds(90), process: server)
         return (server, url)
     }
-
-    /// The package's root directory, found from this source file's path.
-    private static func packageRoot(file: String = #filePath) -> String {
-        var url = URL(fileURLWithPath: file)
-        while url.path != "/" {
-            url.deleteLastPathComponent()
-            if FileManager.default.fileExists(atPath: url.appendingPathComponent("Package.swift").path) { return url.path }
-        }
-        return FileManager.default.currentDirectoryPath
-    }
 }

@@ -1,0 +1,27 @@
+import Hummingbird
+
+extension Router<HeraldRequestContext> {
+    /// Requests counted and timed by route pattern and status (`herald_http_*`), a server span per request
+    /// (continuing the caller's `traceparent`, from the header or the callback URL's query), a debug log line per
+    /// request. First, so every route has them.
+    func addObservability() {
+        add(middleware: MetricsMiddleware())
+        add(middleware: ErrorResponseMiddleware())
+        add(middleware: TraceparentFromQueryMiddleware())
+        // Tokens in query strings (EventSource's `access_token`, the engine's callback `token`) stay out of traces.
+        add(middleware: TracingMiddleware(redactingQueryParameters: ["access_token", "token"]))
+        add(middleware: RequestLogMiddleware())
+    }
+}
+
+/// Errors become their responses here, just inside `MetricsMiddleware`, which then times a refused request like
+/// any other: it only counts errors that reach it thrown.
+struct ErrorResponseMiddleware<Context: RequestContext>: RouterMiddleware {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as any HTTPResponseError {
+            return try error.response(from: request, context: context)
+        }
+    }
+}
