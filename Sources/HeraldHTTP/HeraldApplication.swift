@@ -10,10 +10,11 @@ import ServiceLifecycle
 
 /// Wires the clients, the hub core and the routes into one Hummingbird application.
 public enum HeraldApplication {
-    /// `router` receives every public route (tests read its `routes`).
+    /// `router` receives every public route (tests read its `routes`); `drain` is to be run after the application
+    /// in its service group (see `StreamDrain`).
     public static func build(
         configuration: HeraldConfiguration, registry: PrometheusCollectorRegistry, logger: Logger,
-        router: Router<HeraldRequestContext> = Router(context: HeraldRequestContext.self)
+        router: Router<HeraldRequestContext> = Router(context: HeraldRequestContext.self), drain: StreamDrain = StreamDrain()
     ) async throws -> some ApplicationProtocol {
         let redisConfiguration = try RedisConfiguration(url: configuration.redisURL)
         let nodeName = "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)"
@@ -66,10 +67,12 @@ public enum HeraldApplication {
         router.add(middleware: ErrorMiddleware())
         let chats = router.group("chats").add(middleware: UserAuthenticationMiddleware(tokens: userTokens))
         ChatRoutes(coordinator: coordinator, rateLimiter: rateLimiter, configuration: configuration).register(on: chats)
-        StreamRoute(store: store, hub: hub, replayer: replayer, configuration: configuration).register(on: chats)
+        drain.drains(hub)
+        StreamRoute(store: store, hub: hub, replayer: replayer, drain: drain, configuration: configuration).register(on: chats)
         WebhookRoute(coordinator: coordinator, signatures: signatures, configuration: configuration).register(on: router)
         let operations = OperationsRoutes(
-            store: store, redis: redis, hub: hub, streamJoins: coordinator.streamJoins, registry: registry, providerKeys: providerKeys
+            store: store, redis: redis, hub: hub, streamJoins: coordinator.streamJoins, registry: registry, providerKeys: providerKeys,
+            drain: drain
         )
         operations.register(on: router)
         PageRoutes(userTokens: userTokens, configuration: configuration).register(on: router)

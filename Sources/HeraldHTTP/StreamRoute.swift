@@ -12,6 +12,7 @@ struct StreamRoute {
     let store: ChatStore
     let hub: FanoutHub
     let replayer: LogReplayer
+    let drain: StreamDrain
     let configuration: HeraldConfiguration
 
     func register(on chats: RouterGroup<HeraldRequestContext>) {
@@ -40,6 +41,11 @@ struct StreamRoute {
     }
 
     @Sendable func stream(_ request: Request, context: HeraldRequestContext) async throws -> Response {
+        if drain.isDraining {
+            var error = APIError(.serviceUnavailable, "draining", "this node is shutting down; reconnect to another")
+            error.headers[.retryAfter] = "1"
+            throw error
+        }
         let thread = try context.parameters.uuid("thread_id")
         let heartbeats = try heartbeatStyle(of: request)
         let user = try context.requireUser()
@@ -80,7 +86,8 @@ struct StreamRoute {
             throw error
         }
         let beginning = StreamConnection.Beginning(
-            start: start, baseline: baseline, heartbeat: heartbeats, replayer: replayer, logger: context.logger
+            start: start, baseline: baseline, heartbeat: heartbeats, replayer: replayer, logger: context.logger,
+            reconnectSpreadSeconds: configuration.drainSeconds
         )
         do {
             // From here the stream runs on the channel's event loop; what it writes before the response head

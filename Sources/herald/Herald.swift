@@ -90,8 +90,12 @@ struct Serve: AsyncParsableCommand {
         }
         let application: any ApplicationProtocolRunner
         do {
+            let drain = StreamDrain()
             application = try await Runner(
-                HeraldApplication.build(configuration: configuration, registry: registry, logger: logger), telemetry: telemetry
+                HeraldApplication.build(configuration: configuration, registry: registry, logger: logger, drain: drain),
+                telemetry: telemetry, first: [drain],
+                // The drain window, and time for what follows it (in-flight webhooks, closing the clients).
+                shutdownLimit: .milliseconds(Int64(configuration.drainSeconds * 1000)) + .seconds(5)
             )
         } catch {
             throw refuseToStart("\(error)")

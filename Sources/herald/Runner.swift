@@ -11,17 +11,24 @@ struct Runner<Application: ApplicationProtocol>: ApplicationProtocolRunner {
     let application: Application
     /// Services that must outlive the application (the span exporter flushes after the last request).
     let telemetry: [any Service]
+    /// Services shut down before the application (the stream drain).
+    let first: [any Service]
+    /// The longest a graceful shutdown may take before what is left is cancelled.
+    let shutdownLimit: Duration?
 
-    init(_ application: Application, telemetry: [any Service] = []) {
+    init(_ application: Application, telemetry: [any Service] = [], first: [any Service] = [], shutdownLimit: Duration? = nil) {
         self.application = application
         self.telemetry = telemetry
+        self.first = first
+        self.shutdownLimit = shutdownLimit
     }
 
-    /// Runs until SIGTERM or SIGINT, then shuts down gracefully: the application first, then `telemetry`.
+    /// Runs until SIGTERM or SIGINT, then shuts down gracefully: `first`, the application, then `telemetry`.
     func run() async throws {
-        let group = ServiceGroup(
-            configuration: .init(services: telemetry + [application], gracefulShutdownSignals: [.sigterm, .sigint], logger: application.logger)
+        var configuration = ServiceGroupConfiguration(
+            services: telemetry + [application] + first, gracefulShutdownSignals: [.sigterm, .sigint], logger: application.logger
         )
-        try await group.run()
+        configuration.maximumGracefulShutdownDuration = shutdownLimit
+        try await ServiceGroup(configuration: configuration).run()
     }
 }

@@ -48,6 +48,9 @@ struct MetricsTests {
             let triggerSeconds = try #require(scrape.total("herald_agent_trigger_duration_seconds_sum", ["outcome": "accepted"]))
             #expect(triggerSeconds > 0 && triggerSeconds < 15)
             #expect(scrape.total("herald_postgres_pool_wait_seconds_count") ?? 0 >= 5)
+            // The stream above received the run's frames: each frame's way from publish to the socket is timed.
+            #expect(scrape.total("herald_frame_delivery_seconds_count") ?? 0 >= 1)
+            #expect(scrape.total("herald_stream_queued_frames") == 0)
             // The first command waited for the connection to open.
             #expect(scrape.total("herald_redis_connect_wait_seconds_count") ?? 0 >= 1)
             // The dashboard and the operations guide use the names /metrics has.

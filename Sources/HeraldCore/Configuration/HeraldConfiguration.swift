@@ -24,6 +24,8 @@ public struct HeraldConfiguration: Sendable {
     public var host: String
     public var port: Int
     public var heartbeatSeconds: Double
+    /// On SIGTERM, open streams are told to reconnect at random moments over this window (`HERALD_DRAIN_SECONDS`).
+    public var drainSeconds: Double
     public var runTimeoutSeconds: Double
     public var logMaxLength: Int
     public var logTTLSeconds: Int
@@ -73,6 +75,7 @@ public struct HeraldConfiguration: Sendable {
         host: String = "127.0.0.1",
         port: Int = 8080,
         heartbeatSeconds: Double = 15,
+        drainSeconds: Double = 10,
         runTimeoutSeconds: Double = 300,
         logMaxLength: Int = 1000,
         logTTLSeconds: Int = 3600,
@@ -107,6 +110,7 @@ public struct HeraldConfiguration: Sendable {
         self.host = host
         self.port = port
         self.heartbeatSeconds = heartbeatSeconds
+        self.drainSeconds = drainSeconds
         self.runTimeoutSeconds = runTimeoutSeconds
         self.logMaxLength = logMaxLength
         self.logTTLSeconds = logTTLSeconds
@@ -162,6 +166,7 @@ extension HeraldConfiguration {
         configuration.host = try reader.string("HERALD_HOST", default: defaults.host)
         configuration.port = try reader.integer("HERALD_PORT", default: defaults.port, range: 0...65535)
         configuration.heartbeatSeconds = try reader.seconds("HERALD_HEARTBEAT_SECONDS", default: defaults.heartbeatSeconds)
+        configuration.drainSeconds = try reader.seconds("HERALD_DRAIN_SECONDS", default: defaults.drainSeconds)
         configuration.runTimeoutSeconds = try reader.seconds("HERALD_RUN_TIMEOUT_SECONDS", default: defaults.runTimeoutSeconds)
         configuration.logMaxLength = try reader.integer("HERALD_LOG_MAXLEN", default: defaults.logMaxLength, range: 1...10_000_000)
         configuration.logTTLSeconds = try reader.integer("HERALD_LOG_TTL_SECONDS", default: defaults.logTTLSeconds, range: 1...(365 * 86400))

@@ -153,6 +153,10 @@ public final class FanoutHub: Service, Sendable {
     /// Threads with at least one local client, i.e. channels this node wants subscribed.
     public var channelCount: Int { registry.withLockedValue { $0.watchers.count } }
     public var isSubscriberConnected: Bool { subscriber.isConnected }
+    /// Frames queued for clients that are behind, as of each loop's last heartbeat tick.
+    public var queuedFrames: Int {
+        registry.withLockedValue { Array($0.loops.values) }.reduce(0) { $0 + $1.queuedFrames.withLockedValue { $0 } }
+    }
 
     public func run() async throws {
         try await withGracefulShutdownHandler {

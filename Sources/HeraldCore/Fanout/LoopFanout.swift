@@ -1,3 +1,5 @@
+import Foundation
+import Metrics
 import NIOConcurrencyHelpers
 import NIOCore
 
@@ -29,6 +31,8 @@ final class LoopFanout: Sendable {
     let loop: any EventLoop
     private let heartbeatInterval: TimeAmount
     private let inbox = NIOLockedValueBox(Inbox())
+    /// Frames waiting in the queues of this loop's streams (clients behind), counted at each heartbeat tick.
+    let queuedFrames = NIOLockedValueBox(0)
     private let streams: NIOLoopBoundBox<Streams>
 
     init(loop: any EventLoop, heartbeatInterval: TimeAmount) {
@@ -70,6 +74,7 @@ final class LoopFanout: Sendable {
         }
         let streams = self.streams.value
         var written: [StreamConnection] = []
+        var delivered: [StreamID] = []
         for item in items {
             switch item {
             case .register(let connection, let channel):
@@ -81,6 +86,7 @@ final class LoopFanout: Sendable {
             case .frame(let bytes, let id, let channel, let endsStreams):
                 guard let watchers = streams.byChannel[channel] else { continue }
                 let frame = OutgoingFrame(bytes, id: id)
+                if let id { delivered.append(id) }
                 for connection in watchers.values {
                     if connection.receive(frame) { written.append(connection) }
                     if endsStreams { connection.end(.threadDeleted) }
@@ -92,17 +98,34 @@ final class LoopFanout: Sendable {
             }
         }
         for connection in written { connection.flushIfNeeded() }
+        recordDelivery(of: delivered)
     }
+
+    /// Publish → socket, per frame per loop: a frame's id is Redis's clock when it was logged, so the time since
+    /// is how long it took to reach the clients' sockets (across nodes, give or take the clocks' skew).
+    private func recordDelivery(of ids: [StreamID]) {
+        guard !ids.isEmpty else { return }
+        let now = UInt64(max(0, Date().timeIntervalSince1970 * 1000))
+        for id in ids {
+            let milliseconds = now > id.milliseconds ? now - id.milliseconds : 0
+            Self.deliveryTimer.recordNanoseconds(Int64(milliseconds) * 1_000_000)
+        }
+    }
+
+    private static let deliveryTimer = Timer(label: "herald_frame_delivery_seconds")
 
     /// One timer per loop rather than one per stream: an idle stream costs no timer of its own.
     private func startHeartbeats(_ streams: Streams) {
         streams.heartbeats = loop.scheduleRepeatedTask(initialDelay: heartbeatInterval, delay: heartbeatInterval) { _ in
             let streams = self.streams.value
             var written: [StreamConnection] = []
-            for connection in streams.all.values where connection.heartbeat() {
-                written.append(connection)
+            var queued = 0
+            for connection in streams.all.values {
+                if connection.heartbeat() { written.append(connection) }
+                queued += connection.queuedFrames
             }
             for connection in written { connection.flushIfNeeded() }
+            self.queuedFrames.withLockedValue { $0 = queued }
         }
     }
 }

@@ -55,13 +55,20 @@ public final class StreamConnection: Sendable {
         public var heartbeat: Heartbeat
         public var replayer: LogReplayer
         public var logger: Logger
+        /// A stream ended by the node's shutdown tells its client to reconnect after a random delay up to this
+        /// (a final `retry:`), so a node's clients do not all land on the others in the same second.
+        public var reconnectSpreadSeconds: Double
 
-        public init(start: Start, baseline: StreamID, heartbeat: Heartbeat, replayer: LogReplayer, logger: Logger) {
+        public init(
+            start: Start, baseline: StreamID, heartbeat: Heartbeat, replayer: LogReplayer, logger: Logger,
+            reconnectSpreadSeconds: Double = 0
+        ) {
             self.start = start
             self.baseline = baseline
             self.heartbeat = heartbeat
             self.replayer = replayer
             self.logger = logger
+            self.reconnectSpreadSeconds = reconnectSpreadSeconds
         }
     }
 
@@ -223,6 +230,9 @@ public final class StreamConnection: Sendable {
         }
     }
 
+    /// Frames waiting for the client (it is behind, or a catch-up is in progress).
+    var queuedFrames: Int { state.value.queue.count }
+
     /// Sends what `receive` and `heartbeat` wrote.
     func flushIfNeeded() {
         flush(state.value)
@@ -372,6 +382,10 @@ public final class StreamConnection: Sendable {
         } else {
             state.queue.removeAll()
             state.queuedBytes = 0
+        }
+        if reason == .shutdown, let spread = state.beginning?.reconnectSpreadSeconds, spread > 0 {
+            write(ByteBuffer(string: "retry: \(Int.random(in: 0...Int(spread * 1000)))\n\n"), state)
+            flush(state)
         }
         if reason == .slowConsumer { state.sink?.close() }
         // Not begun yet: `begin` finishes once it has sent what a deletion leaves.
