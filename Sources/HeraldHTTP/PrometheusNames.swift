@@ -49,7 +49,9 @@ public enum PrometheusNames {
 }
 
 extension String {
+    /// Herald's own names have no dots: those are returned as they are, without building a new string.
     fileprivate func replacingDots() -> String {
-        String(map { $0 == "." ? "_" : $0 })
+        guard utf8.contains(UInt8(ascii: ".")) else { return self }
+        return String(map { $0 == "." ? "_" : $0 })
     }
 }

@@ -101,7 +101,7 @@ struct StreamRoute {
             connection.end(.clientGone)
             throw error
         }
-        Counter(label: "herald_sse_connections_total").increment()
+        Self.opened.increment()
 
         let headers: HTTPFields = [
             .contentType: "text/event-stream",
@@ -132,9 +132,12 @@ struct StreamRoute {
         )
     }
 
+    private static let opened = Counter(label: "herald_sse_connections_total")
+    private static let disconnects = MetricHandles { Counter(label: "herald_sse_disconnects_total", dimensions: [("reason", $0)]) }
+
     /// Counts a stream's end, except the usual one (the client left).
     static func count(_ reason: StreamConnection.EndReason) {
         guard reason != .clientGone else { return }
-        Counter(label: "herald_sse_disconnects_total", dimensions: [("reason", reason.rawValue)]).increment()
+        Self.disconnects[reason.rawValue].increment()
     }
 }

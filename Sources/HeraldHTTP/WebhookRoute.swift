@@ -37,7 +37,7 @@ struct WebhookRoute {
     @Sendable func receive(_ request: Request, context: HeraldRequestContext) async throws -> Response {
         let start = ContinuousClock.now
         var outcome = "failed"
-        defer { Timer(label: "herald_webhook_duration_seconds", dimensions: [("outcome", outcome)]).record(since: start) }
+        defer { Self.durations[outcome].record(since: start) }
         do {
             let handled = try await process(request)
             outcome = handled.rawValue
@@ -47,6 +47,9 @@ struct WebhookRoute {
             throw error
         }
     }
+
+    private static let durations = MetricHandles { Timer(label: "herald_webhook_duration_seconds", dimensions: [("outcome", $0)]) }
+    private static let outcomes = MetricHandles { Counter(label: "herald_webhooks_total", dimensions: [("outcome", $0)]) }
 
     /// A bounded name for a refused webhook.
     static func failureOutcome(of error: any Error) -> String {
@@ -96,7 +99,7 @@ struct WebhookRoute {
     }
 
     private func respond(_ outcome: RunCoordinator.WebhookOutcome) throws -> Response {
-        Counter(label: "herald_webhooks_total", dimensions: [("outcome", outcome.rawValue)]).increment()
+        Self.outcomes[outcome.rawValue].increment()
         return try JSONResponse.make(.ok, Outcome(status: outcome.rawValue))
     }
 

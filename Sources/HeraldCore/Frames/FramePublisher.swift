@@ -68,6 +68,8 @@ public struct FramePublisher: Sendable {
         """
     )
 
+    private static let durations = MetricHandles { Timer(label: "herald_publish_duration_seconds", dimensions: [("kind", $0)]) }
+
     let redis: RedisClient
     public let keys: ThreadKeys
     let logMaxLength: Int
@@ -137,7 +139,7 @@ public struct FramePublisher: Sendable {
         span.attributes["herald.thread_id"] = thread.text
         defer {
             span.end()
-            Timer(label: "herald_publish_duration_seconds", dimensions: [("kind", kind)]).record(since: start)
+            Self.durations[kind].record(since: start)
         }
         do {
             return try await redis.evalForRequest(script, keys: [keys.channel(thread), keys.log(thread)] + extraKeys, arguments: arguments)
