@@ -11,10 +11,11 @@ import ServiceLifecycle
 /// Wires the clients, the hub core and the routes into one Hummingbird application.
 public enum HeraldApplication {
     /// `router` receives every public route (tests read its `routes`); `drain` is to be run after the application
-    /// in its service group (see `StreamDrain`).
+    /// in its service group (see `StreamDrain`); `tracing` adds a span per request (OpenTelemetry is on).
     public static func build(
         configuration: HeraldConfiguration, registry: PrometheusCollectorRegistry, logger: Logger,
-        router: Router<HeraldRequestContext> = Router(context: HeraldRequestContext.self), drain: StreamDrain = StreamDrain()
+        router: Router<HeraldRequestContext> = Router(context: HeraldRequestContext.self), drain: StreamDrain = StreamDrain(),
+        tracing: Bool = false
     ) async throws -> some ApplicationProtocol {
         let redisConfiguration = try RedisConfiguration(url: configuration.redisURL)
         let nodeName = "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)"
@@ -62,7 +63,7 @@ public enum HeraldApplication {
         let signatures = configuration.webhookSecrets.isEmpty ? nil : try StandardWebhooks(secrets: configuration.webhookSecrets)
         let sweepInterval = Duration.milliseconds(Int64(min(1000, max(50, configuration.runTimeoutSeconds * 250))))
 
-        router.addObservability()
+        router.addObservability(tracing: tracing)
         router.add(middleware: CORSPolicy(origins: Set(configuration.corsOrigins)))
         router.add(middleware: ErrorMiddleware())
         let chats = router.group("chats").add(middleware: UserAuthenticationMiddleware(tokens: userTokens))
@@ -88,7 +89,7 @@ public enum HeraldApplication {
         if let providerKeys { services.append(providerKeys) }
         if let operationsPort = configuration.connectionLimits.operationsPort {
             let operationsRouter = Router(context: HeraldRequestContext.self)
-            operationsRouter.addObservability()
+            operationsRouter.addObservability(tracing: tracing)
             operationsRouter.add(middleware: ErrorMiddleware())
             operations.register(on: operationsRouter)
             services.append(

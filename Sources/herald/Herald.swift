@@ -92,7 +92,10 @@ struct Serve: AsyncParsableCommand {
         do {
             let drain = StreamDrain()
             application = try await Runner(
-                HeraldApplication.build(configuration: configuration, registry: registry, logger: logger, drain: drain),
+                HeraldApplication.build(
+                    configuration: configuration, registry: registry, logger: logger, drain: drain,
+                    tracing: Telemetry.isEnabled(environment)
+                ),
                 telemetry: telemetry, first: [drain],
                 // The drain window, and time for what follows it (in-flight webhooks, closing the clients).
                 shutdownLimit: .milliseconds(Int64(configuration.drainSeconds * 1000)) + .seconds(5)

@@ -26,7 +26,9 @@ final class RequestTimeoutHandler: ChannelDuplexHandler, RemovableChannelHandler
 
     private let limits: ConnectionLimits
     private weak var context: ChannelHandlerContext?
-    private var timer: Scheduled<Void>?
+    /// The running clock: which phase, and when it runs out.
+    private var clock: (reason: Reason, deadline: NIODeadline)?
+    private var timer: (task: Scheduled<Void>, deadline: NIODeadline)?
     /// Requests whose head has been read and whose response has not ended yet (more than one when pipelined).
     private var requestsInFlight = 0
     private var isReadingBody = false
@@ -43,7 +45,7 @@ final class RequestTimeoutHandler: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        disarm()
+        stopTimer()
         self.context = nil
     }
 
@@ -53,7 +55,7 @@ final class RequestTimeoutHandler: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        disarm()
+        stopTimer()
         context.fireChannelInactive()
     }
 
@@ -92,31 +94,59 @@ final class RequestTimeoutHandler: ChannelDuplexHandler, RemovableChannelHandler
         context.write(data, promise: promise)
     }
 
+    /// Starts `reason`'s clock. One timer serves all the clocks: a request moves the deadline several times
+    /// (header, body, idle), and scheduling and cancelling a task each time cost more than the request's other
+    /// bookkeeping. A timer due before the new deadline fires and schedules itself for the rest.
     private func arm(_ reason: Reason) {
-        disarm()
         guard let context else { return }
-        let seconds = switch reason {
+        let seconds = Self.seconds(reason, limits)
+        let deadline = NIODeadline.now() + .nanoseconds(Int64(seconds * 1_000_000_000))
+        clock = (reason, deadline)
+        if let timer, timer.deadline <= deadline { return }
+        schedule(at: deadline, context)
+    }
+
+    private func disarm() {
+        clock = nil
+    }
+
+    private func stopTimer() {
+        clock = nil
+        timer?.task.cancel()
+        timer = nil
+    }
+
+    private func schedule(at deadline: NIODeadline, _ context: ChannelHandlerContext) {
+        timer?.task.cancel()
+        let task = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { self.timerFired() }
+        timer = (task, deadline)
+    }
+
+    private func timerFired() {
+        timer = nil
+        guard let context, let (reason, deadline) = clock else { return }
+        guard deadline <= .now() else {
+            schedule(at: deadline, context)
+            return
+        }
+        clock = nil
+        Counter(label: "herald_connections_closed_total", dimensions: [("reason", reason.rawValue)]).increment()
+        if reason == .body {
+            // Hummingbird takes the end of input for the end of a body: without an error, the route would get
+            // the bytes that did arrive as if they were the whole body.
+            context.fireErrorCaught(
+                APIError(.requestTimeout, "request_timeout", "the request body did not arrive within \(Self.seconds(reason, limits)) s")
+            )
+        }
+        context.close(promise: nil)
+    }
+
+    private static func seconds(_ reason: Reason, _ limits: ConnectionLimits) -> Double {
+        switch reason {
         case .header: limits.headerTimeoutSeconds
         case .body: limits.bodyTimeoutSeconds
         case .idle: limits.idleTimeoutSeconds
         }
-        timer = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(Int64(seconds * 1_000_000_000))) {
-            self.timer = nil
-            Counter(label: "herald_connections_closed_total", dimensions: [("reason", reason.rawValue)]).increment()
-            if reason == .body {
-                // Hummingbird takes the end of input for the end of a body: without an error, the route would get
-                // the bytes that did arrive as if they were the whole body.
-                self.context?.fireErrorCaught(
-                    APIError(.requestTimeout, "request_timeout", "the request body did not arrive within \(seconds) s")
-                )
-            }
-            self.context?.close(promise: nil)
-        }
-    }
-
-    private func disarm() {
-        timer?.cancel()
-        timer = nil
     }
 }
 
