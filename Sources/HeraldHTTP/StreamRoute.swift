@@ -60,8 +60,9 @@ struct StreamRoute {
         let channel = context.channel
         // Subscribed before anything is read from the log: frames published from here on are queued.
         let connection: StreamConnection
+        let logPosition: StreamID?
         do {
-            connection = try await hub.open(
+            (connection, logPosition) = try await hub.open(
                 thread: thread, user: user, maxPerUser: configuration.maxStreamsPerUser,
                 limits: .init(maxFrames: configuration.streamQueueMaxFrames, maxBytes: configuration.streamQueueMaxBytes),
                 eventLoop: channel.eventLoop
@@ -78,8 +79,12 @@ struct StreamRoute {
         do {
             if case .after = start {
                 baseline = .zero
+            } else if let logPosition {
+                // Known on this node: another stream watches the thread.
+                baseline = logPosition
             } else {
                 baseline = try await replayer.latestID(of: thread)
+                hub.rememberLogPosition(baseline, of: thread)
             }
         } catch {
             connection.end(.clientGone)

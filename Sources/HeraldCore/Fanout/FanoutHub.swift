@@ -20,6 +20,11 @@ public final class FanoutHub: Service, Sendable {
         /// Owners of threads with local clients, by channel: while a thread has one, this node is subscribed to
         /// it and sees its `thread_deleted`, so the owner can be trusted without asking PostgreSQL.
         var owners: [String: String] = [:]
+        /// For watched channels, the newest id in the thread's log as this node knows it: the last frame it
+        /// received, or the log's newest id read after subscribing. A stream opened now starts from there, without
+        /// asking Redis. Forgotten when the subscriber connection drops (frames may be missed until it is back).
+        var logPositions: [String: StreamID] = [:]
+        var subscriberUp = false
         var nextID: UInt64 = 0
 
         mutating func loop(_ eventLoop: any EventLoop, heartbeatInterval: TimeAmount) -> LoopFanout {
@@ -68,7 +73,7 @@ public final class FanoutHub: Service, Sendable {
     /// missed. `user` may hold at most `maxPerUser` streams on this node; the slot is given back when it ends.
     public func open(
         thread: UUID, user: String, maxPerUser: Int, limits: StreamConnection.Limits, eventLoop: any EventLoop
-    ) async throws -> StreamConnection {
+    ) async throws -> (connection: StreamConnection, logPosition: StreamID?) {
         let channel = keys.channel(thread)
         let id = try registry.withLockedValue { registry throws(TooManyStreams) -> UInt64 in
             guard registry.perUser[user, default: 0] < maxPerUser else { throw TooManyStreams(limit: maxPerUser) }
@@ -93,11 +98,14 @@ public final class FanoutHub: Service, Sendable {
                 Task { await subscriptions.release(channel) }
             }
         }
-        registry.withLockedValue { registry in
+        // Registered, and the log position read, in one step with respect to deliveries (which post and move the
+        // position under the same lock): every frame after the position reaches the stream live.
+        let position = registry.withLockedValue { registry -> StreamID? in
             registry.connections[id] = connection
             registry.watchers[channel, default: [:]][ObjectIdentifier(eventLoop), default: 0] += 1
+            fanout.post(.register(connection, channel: channel))
+            return registry.logPositions[channel]
         }
-        fanout.post(.register(connection, channel: channel))
         do {
             try await subscriptions.acquire(channel)
         } catch {
@@ -116,7 +124,17 @@ public final class FanoutHub: Service, Sendable {
             let subscriptions = self.subscriptions
             Task { await subscriptions.release(channel) }
         }
-        return connection
+        return (connection, position)
+    }
+
+    /// Records `position`, the newest id of `thread`'s log read after its channel was subscribed, for the
+    /// streams that open on it next; a frame received since moved it further already.
+    public func rememberLogPosition(_ position: StreamID, of thread: UUID) {
+        let channel = keys.channel(thread)
+        registry.withLockedValue { registry in
+            guard registry.watchers[channel] != nil, registry.subscriberUp else { return }
+            registry.logPositions[channel] = max(registry.logPositions[channel] ?? position, position)
+        }
     }
 
     /// The owner of `thread` if a local client watches it (the owner was checked when that stream opened).
@@ -144,6 +162,7 @@ public final class FanoutHub: Service, Sendable {
         if registry.watchers[channel]?.isEmpty == true {
             registry.watchers[channel] = nil
             registry.owners[channel] = nil
+            registry.logPositions[channel] = nil
         }
         return registry.holdingReference.remove(connection.id) != nil
     }
@@ -177,18 +196,26 @@ public final class FanoutHub: Service, Sendable {
 
     private static func deliver(_ frame: ByteBuffer, on channel: String, registry: NIOLockedValueBox<Registry>) {
         let endsStreams = FrameEncoder.eventName(of: frame) == Substring(StreamEventName.threadDeleted.rawValue)
-        let targets = registry.withLockedValue { registry -> [LoopFanout] in
-            guard let loops = registry.watchers[channel] else { return [] }
+        let id = FrameEncoder.frameID(of: frame)
+        let item = LoopFanout.Item.frame(frame, id: id, channel: channel, endsStreams: endsStreams)
+        registry.withLockedValue { registry in
+            guard let loops = registry.watchers[channel] else { return }
             if endsStreams { registry.owners[channel] = nil }
-            return loops.keys.compactMap { registry.loops[$0] }
+            if let id, registry.subscriberUp { registry.logPositions[channel] = max(registry.logPositions[channel] ?? id, id) }
+            for loop in loops.keys { registry.loops[loop]?.post(item) }
         }
-        guard !targets.isEmpty else { return }
-        let item = LoopFanout.Item.frame(frame, id: FrameEncoder.frameID(of: frame), channel: channel, endsStreams: endsStreams)
-        for fanout in targets { fanout.post(item) }
     }
 
     private static func handle(_ event: RedisSubscriber.Event, registry: NIOLockedValueBox<Registry>, logger: Logger) {
-        let loops = registry.withLockedValue { Array($0.loops.values) }
+        let loops = registry.withLockedValue { registry in
+            if case .disconnected = event {
+                registry.subscriberUp = false
+                registry.logPositions.removeAll()
+            } else {
+                registry.subscriberUp = true
+            }
+            return Array(registry.loops.values)
+        }
         switch event {
         case .connected, .reconnected:
             logger.info("redis subscriber connected", metadata: ["event": "\(event)"])
