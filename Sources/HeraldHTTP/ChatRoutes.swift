@@ -78,7 +78,7 @@ struct ChatRoutes {
         let limit = try request.queryInt("limit", default: 100, range: 1...1000)
         var after: UUID?
         if let text = request.uri.queryParameters.get("after") {
-            guard let parsed = UUID(uuidString: String(text)) else { throw APIError.invalid("after must be a message id (UUID)") }
+            guard let parsed = UUID(text: text) else { throw APIError.invalid("after must be a message id (UUID)") }
             guard try await store.messageExists(parsed, thread: id) else { throw APIError.invalid("after is not a message of this thread") }
             after = parsed
         }

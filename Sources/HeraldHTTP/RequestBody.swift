@@ -75,7 +75,7 @@ struct Fields {
 extension Parameters {
     /// A path UUID; anything else is refused before it reaches SQL or a Redis key.
     func uuid(_ name: String) throws -> UUID {
-        guard let text = self.get(name), let id = UUID(uuidString: text) else {
+        guard let text = self.get(name), let id = UUID(text: text) else {
             throw APIError(.badRequest, "invalid_id", "\(name) must be a UUID")
         }
         return id

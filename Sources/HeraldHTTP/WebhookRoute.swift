@@ -72,7 +72,7 @@ struct WebhookRoute {
     private func process(_ request: Request) async throws -> RunCoordinator.WebhookOutcome {
         var runIDFromURL: UUID?
         if let text = request.uri.queryParameters.get("run_id") {
-            guard let id = UUID(uuidString: String(text)) else { throw APIError(.badRequest, "invalid_id", "run_id must be a UUID") }
+            guard let id = UUID(text: text) else { throw APIError(.badRequest, "invalid_id", "run_id must be a UUID") }
             runIDFromURL = id
         }
         let body = try await RequestBody.bytes(of: request, limit: configuration.maxBodyBytes)

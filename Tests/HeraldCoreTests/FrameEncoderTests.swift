@@ -28,11 +28,30 @@ struct FrameEncoderTests {
         }
     }
 
-    @Test("UUID.text is the lowercase uuidString")
+    @Test("UUID.text is the lowercase uuidString; UUID(text:) reads exactly the canonical form, as UUID(uuidString:) does")
     func uuidText() {
         for _ in 0..<100 {
             let id = UUID()
             #expect(id.text == id.uuidString.lowercased())
+            #expect(UUID(text: id.text) == id)
+            #expect(UUID(text: id.uuidString) == id)
+        }
+        let sample = UUID().text
+        var candidates = ["", "-", String(sample.dropLast()), sample + "0", sample.replacingOccurrences(of: "-", with: ""),
+                          "{\(sample)}", " \(sample)", sample.replacingOccurrences(of: "-", with: "_"), String(repeating: "g", count: 36)]
+        for index in sample.indices {
+            for replacement in ["g", "-", "0", "é"] where String(sample[index]) != replacement {
+                let isDash = sample[index] == "-"
+                // A digit for a digit leaves it canonical.
+                if !isDash, replacement == "0" { continue }
+                var text = sample
+                text.replaceSubrange(index...index, with: replacement)
+                candidates.append(text)
+            }
+        }
+        // Every one breaks the canonical form (Foundation's sscanf-based parser lets some of them through).
+        for text in candidates {
+            #expect(UUID(text: text) == nil, "\(text)")
         }
     }
 

@@ -23,6 +23,42 @@ extension UUID {
     }
 }
 
+extension UUID {
+    /// Parses the canonical form, `8-4-4-4-12` hex digits in either case, as `UUID(uuidString:)` does, without
+    /// its `sscanf`: ids are parsed on every request and several times per webhook.
+    public init?(text: some StringProtocol) {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(16)
+        var high: UInt8?
+        var count = 0
+        for byte in text.utf8 {
+            defer { count += 1 }
+            if count == 8 || count == 13 || count == 18 || count == 23 {
+                guard byte == UInt8(ascii: "-") else { return nil }
+                continue
+            }
+            let value: UInt8
+            switch byte {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): value = byte - UInt8(ascii: "0")
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): value = byte - UInt8(ascii: "a") + 10
+            case UInt8(ascii: "A")...UInt8(ascii: "F"): value = byte - UInt8(ascii: "A") + 10
+            default: return nil
+            }
+            if let first = high {
+                bytes.append(first << 4 | value)
+                high = nil
+            } else {
+                high = value
+            }
+        }
+        guard count == 36, bytes.count == 16 else { return nil }
+        self.init(uuid: (
+            bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
+            bytes[8], bytes[9], bytes[10], bytes[11], bytes[12], bytes[13], bytes[14], bytes[15]
+        ))
+    }
+}
+
 extension KeyedEncodingContainer {
     /// The synthesized `Encodable` conformances of this module pick these overloads over the generic ones, so
     /// every id leaves Herald lowercase: the same text as in Redis keys, SQL and URLs.

@@ -67,12 +67,12 @@ public enum WebhookDecoder {
         else { return nil }
         var threadID: UUID?
         if let text = decoded.thread_id {
-            guard let id = UUID(uuidString: text) else { return nil }
+            guard let id = UUID(text: text) else { return nil }
             threadID = id
         }
         var bodyRunID: UUID?
         if let text = decoded.run_id {
-            guard let id = UUID(uuidString: text) else { return nil }
+            guard let id = UUID(text: text) else { return nil }
             bodyRunID = id
         }
         if let runIDFromURL, let bodyRunID, runIDFromURL != bodyRunID { return nil }
@@ -134,7 +134,7 @@ public enum WebhookDecoder {
         guard case .string(let status) = object["status"] else { throw .invalid("status must be a string") }
         var runID = runIDFromURL
         if runID == nil, case .string(let text)? = object["metadata"]?[runIDMetadataKey] {
-            runID = UUID(uuidString: text)
+            runID = UUID(text: text)
         }
         // LangGraph's thread id is Herald's when Herald created it; an engine with its own ids is matched by run.
         let reference = RunReference(runID: runID, engineRunID: engineRunID, threadID: try? optionalUUID(object, "thread_id"))
@@ -210,7 +210,7 @@ public enum WebhookDecoder {
         switch object[key] {
         case nil, .null?: return nil
         case .string(let text)?:
-            guard let id = UUID(uuidString: text) else { throw .invalid("\(key) must be a UUID") }
+            guard let id = UUID(text: text) else { throw .invalid("\(key) must be a UUID") }
             return id
         default: throw .invalid("\(key) must be a UUID string")
         }
