@@ -23,9 +23,32 @@ final class LoopFanout: Sendable {
 
     /// Touched only on `loop`.
     private final class Streams {
-        var byChannel: [String: [UInt64: StreamConnection]] = [:]
+        var byChannel: [String: Watchers] = [:]
         var all: [UInt64: StreamConnection] = [:]
         var heartbeats: RepeatedTask?
+    }
+
+    /// A channel's streams on this loop; the array every frame iterates is rebuilt only after a change.
+    private struct Watchers {
+        var members: [UInt64: StreamConnection] = [:]
+        private var list: ContiguousArray<StreamConnection>?
+
+        mutating func insert(_ connection: StreamConnection) {
+            members[connection.id] = connection
+            list = nil
+        }
+
+        mutating func remove(_ id: UInt64) {
+            members[id] = nil
+            list = nil
+        }
+
+        mutating func all() -> ContiguousArray<StreamConnection> {
+            if let list { return list }
+            let built = ContiguousArray(members.values)
+            list = built
+            return built
+        }
     }
 
     let loop: any EventLoop
@@ -58,8 +81,8 @@ final class LoopFanout: Sendable {
     func remove(_ connection: StreamConnection, channel: String) {
         let streams = self.streams.value
         guard streams.all.removeValue(forKey: connection.id) != nil else { return }
-        streams.byChannel[channel]?[connection.id] = nil
-        if streams.byChannel[channel]?.isEmpty == true { streams.byChannel[channel] = nil }
+        streams.byChannel[channel]?.remove(connection.id)
+        if streams.byChannel[channel]?.members.isEmpty == true { streams.byChannel[channel] = nil }
         if streams.all.isEmpty {
             streams.heartbeats?.cancel()
             streams.heartbeats = nil
@@ -80,14 +103,14 @@ final class LoopFanout: Sendable {
             case .register(let connection, let channel):
                 // One that ended before getting here has nothing to receive.
                 guard connection.endReason == nil else { continue }
-                streams.byChannel[channel, default: [:]][connection.id] = connection
+                streams.byChannel[channel, default: Watchers()].insert(connection)
                 streams.all[connection.id] = connection
                 if streams.heartbeats == nil { startHeartbeats(streams) }
             case .frame(let bytes, let id, let channel, let endsStreams):
-                guard let watchers = streams.byChannel[channel] else { continue }
+                guard let watchers = streams.byChannel[channel]?.all() else { continue }
                 let frame = OutgoingFrame(bytes, id: id)
                 if let id { delivered.append(id) }
-                for connection in watchers.values {
+                for connection in watchers {
                     if connection.receive(frame) { written.append(connection) }
                     if endsStreams { connection.end(.threadDeleted) }
                 }

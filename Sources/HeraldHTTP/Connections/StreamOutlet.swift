@@ -24,6 +24,8 @@ final class StreamOutlet: ChannelDuplexHandler, StreamSink {
     private var wire: ChannelHandlerContext?
     private var chunked = false
     private var held: [OutgoingFrame] = []
+    /// The channel's writability, kept from its events: asked for every frame, cheaper than asking the channel.
+    private var writable = true
 
     private init(connection: StreamConnection) {
         self.connection = connection
@@ -39,6 +41,7 @@ final class StreamOutlet: ChannelDuplexHandler, StreamSink {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        writable = context.channel.isWritable
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -48,7 +51,7 @@ final class StreamOutlet: ChannelDuplexHandler, StreamSink {
 
     // MARK: StreamSink
 
-    var isWritable: Bool { context?.channel.isWritable ?? false }
+    var isWritable: Bool { writable && context != nil }
 
     func write(_ frame: OutgoingFrame) {
         guard let wire else {
@@ -98,7 +101,8 @@ final class StreamOutlet: ChannelDuplexHandler, StreamSink {
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable { connection.sinkBecameWritable() }
+        writable = context.channel.isWritable
+        if writable { connection.sinkBecameWritable() }
         context.fireChannelWritabilityChanged()
     }
 
