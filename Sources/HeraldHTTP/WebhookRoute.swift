@@ -22,10 +22,6 @@ struct WebhookRoute {
         router.post("webhook/chat-response", use: receive)
     }
 
-    struct Outcome: Encodable {
-        let status: String
-    }
-
     enum Credential {
         /// A valid signature; the delivery id makes redeliveries idempotent.
         case signed(deliveryID: String)
@@ -41,7 +37,7 @@ struct WebhookRoute {
         do {
             let handled = try await process(request)
             outcome = handled.rawValue
-            return try respond(handled)
+            return respond(handled)
         } catch {
             outcome = Self.failureOutcome(of: error)
             throw error
@@ -98,9 +94,14 @@ struct WebhookRoute {
         return outcome
     }
 
-    private func respond(_ outcome: RunCoordinator.WebhookOutcome) throws -> Response {
+    /// `{"status":"accepted"}` and its siblings, written directly: an engine posts a webhook per token, and the
+    /// outcomes are plain words, so a JSON encoder has nothing to do here.
+    private func respond(_ outcome: RunCoordinator.WebhookOutcome) -> Response {
         Self.outcomes[outcome.rawValue].increment()
-        return try JSONResponse.make(.ok, Outcome(status: outcome.rawValue))
+        return Response(
+            status: .ok, headers: [.contentType: "application/json; charset=utf-8"],
+            body: .init(byteBuffer: ByteBuffer(string: #"{"status":""# + outcome.rawValue + #""}"#))
+        )
     }
 
     /// The Standard Webhooks headers.
