@@ -28,6 +28,7 @@ command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 { command -v redis-server && command -v redis-cli; } >/dev/null 2>&1 || missing+=(redis-server)
 have_pg_server || missing+=(postgresql)
 command -v curl >/dev/null 2>&1 || missing+=(curl)   # scripts/run.sh polls /healthz with it
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)   # the TLS tests make their CA and certificates with it
 # The engine tests' LangGraph server lives in a virtualenv (scripts/langgraph-venv.sh).
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)

@@ -17,7 +17,17 @@ public enum HeraldApplication {
         router: Router<HeraldRequestContext> = Router(context: HeraldRequestContext.self), drain: StreamDrain = StreamDrain(),
         tracing: Bool = false
     ) async throws -> some ApplicationProtocol {
-        let redisConfiguration = try RedisConfiguration(url: configuration.redisURL)
+        var redisConfiguration = try RedisConfiguration(url: configuration.redisURL)
+        if redisConfiguration.tls != nil {
+            let settings = configuration.redisTLS
+            redisConfiguration.tls = .init(
+                caFile: settings.caFile, certificateFile: settings.certificateFile, keyFile: settings.keyFile,
+                verifiesServer: !settings.insecure
+            )
+            if settings.insecure {
+                logger.critical("REDIS_TLS_INSECURE: Redis's certificate and name are NOT verified; anyone on the path can read and forge every frame")
+            }
+        }
         let nodeName = "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)"
         let keys = ThreadKeys(prefix: configuration.channelPrefix)
 

@@ -90,6 +90,9 @@ public enum RedisError: Error, Sendable, Equatable {
     case protocolError(String)
     /// Connecting (TCP connect and AUTH/SELECT/SETNAME) or a subscription confirmation took too long.
     case timeout
+    /// TLS could not be set up or its handshake failed (an unknown CA, a name the certificate does not cover, a
+    /// server that does not speak TLS); the reason says which.
+    case tls(String)
 }
 
 extension RedisError: CustomStringConvertible {
@@ -101,6 +104,7 @@ extension RedisError: CustomStringConvertible {
         case .notConnected: "not connected to Redis"
         case .protocolError(let reason): "Redis protocol error: \(reason)"
         case .timeout: "Redis timeout"
+        case .tls(let reason): "Redis TLS: \(reason)"
         }
     }
 }

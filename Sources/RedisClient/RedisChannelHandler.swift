@@ -2,6 +2,8 @@ import CHiredis
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
+import NIOTLS
 
 /// A command on its way to Redis: its encoded bytes and where its reply goes.
 struct RedisCommand: Sendable {
@@ -134,6 +136,35 @@ extension Channel {
     }
 }
 
+/// Completes `promise` when the TLS handshake succeeds, fails it with the handshake's error (or the close).
+private final class TLSHandshakeOutcome: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    let promise: EventLoopPromise<Void>
+
+    init(promise: EventLoopPromise<Void>) {
+        self.promise = promise
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case TLSUserEvent.handshakeCompleted = event { promise.succeed() }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        promise.fail(error)
+        context.fireErrorCaught(error)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        promise.fail(RedisError.connectionClosed)
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        promise.fail(RedisError.connectionClosed)
+    }
+}
+
 /// Opening a channel and the AUTH / SELECT / CLIENT SETNAME handshake, shared by connections and the subscriber.
 enum RedisBootstrap {
     static func openChannel(
@@ -143,15 +174,40 @@ enum RedisBootstrap {
         logger: Logger,
         makeHandler: @escaping @Sendable (any Channel) -> RedisChannelHandler
     ) async throws -> any Channel {
+        let tls = try configuration.tls.map { try tlsContext($0, logger: logger) }
         let bootstrap = ClientBootstrap(group: eventLoopGroup)
             .connectTimeout(connectTimeout)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls {
+                        // SNI and the name check need a host name; an IP address is checked against the certificate's
+                        // IP entries instead.
+                        let isAddress = (try? SocketAddress(ipAddress: configuration.host, port: 0)) != nil
+                        try channel.pipeline.syncOperations.addHandlers([
+                            NIOSSLClientHandler(context: tls, serverHostname: isAddress ? nil : configuration.host),
+                            TLSHandshakeOutcome(promise: channel.eventLoop.makePromise()),
+                        ])
+                    }
                     try channel.pipeline.syncOperations.addHandler(makeHandler(channel))
                 }
             }
         do {
-            return try await bootstrap.connect(host: configuration.host, port: configuration.port).get()
+            let channel = try await bootstrap.connect(host: configuration.host, port: configuration.port).get()
+            if tls != nil {
+                // Connected means the handshake is done too, so that its failure is reported as what it is.
+                let outcome = try await channel.eventLoop.submit {
+                    try channel.pipeline.syncOperations.handler(type: TLSHandshakeOutcome.self).promise.futureResult
+                }.get()
+                do {
+                    try await outcome.get()
+                } catch {
+                    channel.close(promise: nil)
+                    throw RedisError.tls("handshake with \(configuration.host):\(configuration.port) failed: \(error)")
+                }
+            }
+            return channel
+        } catch let error as RedisError {
+            throw error
         } catch ChannelError.connectTimeout {
             logger.debug(
                 "Redis connect timed out",
@@ -164,6 +220,25 @@ enum RedisBootstrap {
                 metadata: ["host": "\(configuration.host)", "port": "\(configuration.port)", "error": "\(error)"]
             )
             throw RedisError.notConnected
+        }
+    }
+
+    /// The TLS context of `rediss://`: the system's trust store or `caFile`, the client certificate if given.
+    /// Made per connection (a node opens two, and reopens them only after a drop), so a renewed CA file is read.
+    private static func tlsContext(_ settings: RedisConfiguration.TLS, logger: Logger) throws -> NIOSSLContext {
+        var tls = TLSConfiguration.makeClientConfiguration()
+        do {
+            if let caFile = settings.caFile {
+                tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(caFile))
+            }
+            if let certificateFile = settings.certificateFile, let keyFile = settings.keyFile {
+                tls.certificateChain = try NIOSSLCertificate.fromPEMFile(certificateFile).map { .certificate($0) }
+                tls.privateKey = .privateKey(try NIOSSLPrivateKey(file: keyFile, format: .pem))
+            }
+            if !settings.verifiesServer { tls.certificateVerification = .none }
+            return try NIOSSLContext(configuration: tls)
+        } catch {
+            throw RedisError.tls("cannot set up TLS: \(error)")
         }
     }
 

@@ -6,32 +6,56 @@ public struct RedisConfiguration: Sendable, Hashable {
     public var username: String?
     public var password: String?
     public var database: Int
+    /// TLS for every connection (commands and the subscriber) when set: `rediss://`.
+    public var tls: TLS?
+
+    /// How Redis's certificate is checked, and the client's own.
+    public struct TLS: Sendable, Hashable {
+        /// PEM file of the CA that signed the server's certificate; nil trusts the system's store.
+        public var caFile: String?
+        /// PEM files of a client certificate and its key, for servers that ask for one (`tls-auth-clients`).
+        public var certificateFile: String?
+        public var keyFile: String?
+        /// Skips verifying the server's certificate and name. Only for trying things out.
+        public var verifiesServer: Bool
+
+        public init(caFile: String? = nil, certificateFile: String? = nil, keyFile: String? = nil, verifiesServer: Bool = true) {
+            self.caFile = caFile
+            self.certificateFile = certificateFile
+            self.keyFile = keyFile
+            self.verifiesServer = verifiesServer
+        }
+    }
 
     public init(
         host: String = "127.0.0.1",
         port: Int = 6379,
         username: String? = nil,
         password: String? = nil,
-        database: Int = 0
+        database: Int = 0,
+        tls: TLS? = nil
     ) {
         self.host = host
         self.port = port
         self.username = username
         self.password = password
         self.database = database
+        self.tls = tls
     }
 
-    /// Parses `redis://[[username]:password@]host[:port][/db]`.
+    /// Parses `redis://[[username]:password@]host[:port][/db]`, or `rediss://…` for TLS (server verified against
+    /// the system's trust store; see `TLS` for the rest).
     ///
     /// User name and password may be percent-encoded; an IPv6 host is written in brackets (`redis://[::1]:6379`).
-    /// Throws `RedisError.invalidURL(reason)` for anything else (other schemes such as `rediss://`, query strings,
-    /// a user name without a password, a bad port or database number).
+    /// Throws `RedisError.invalidURL(reason)` for anything else (other schemes, query strings, a user name without a
+    /// password, a bad port or database number).
     public init(url: String) throws {
-        let scheme = "redis://"
-        guard url.lowercased().hasPrefix(scheme) else {
-            throw RedisError.invalidURL("the URL must start with redis://")
+        let lowercased = url.lowercased()
+        let secure = lowercased.hasPrefix("rediss://")
+        guard secure || lowercased.hasPrefix("redis://") else {
+            throw RedisError.invalidURL("the URL must start with redis:// or rediss://")
         }
-        let rest = url.dropFirst(scheme.count)
+        let rest = url.dropFirst(secure ? 9 : 8)
         if rest.contains("?") || rest.contains("#") {
             throw RedisError.invalidURL("query strings and fragments are not supported")
         }
@@ -109,7 +133,7 @@ public struct RedisConfiguration: Sendable, Hashable {
             database = value
         }
 
-        self.init(host: String(host), port: port, username: username, password: password, database: database)
+        self.init(host: String(host), port: port, username: username, password: password, database: database, tls: secure ? TLS() : nil)
     }
 
     private static func percentDecoded(_ text: Substring) throws -> String {

@@ -19,7 +19,7 @@ struct DrainTests {
                 streams.append(stream)
             }
             _ = try await nodeB.send(thread, "[[silent]] before the drain")
-            let firstCount = try await logIDs(stack, thread).count
+            let firstCount = try await stack.logIDs(thread).count
             for stream in streams { try await stream.waitForEvents(count: firstCount) }
 
             let signalled = ContinuousClock.now
@@ -60,7 +60,7 @@ struct DrainTests {
             #expect(times.last! - times.first! >= .seconds(window / 2), "\(times)")
 
             // Each client has every frame of the log once, in order, across the two connections.
-            let ids = try await logIDs(stack, thread)
+            let ids = try await stack.logIDs(thread)
             for reconnection in reconnections {
                 try await eventually("a resumed client has the whole log") {
                     reconnection.before.count + reconnection.stream.events.count >= ids.count
@@ -69,10 +69,5 @@ struct DrainTests {
                 await reconnection.stream.connection.closeGracefully()
             }
         }
-    }
-
-    private func logIDs(_ stack: Stack, _ thread: String) async throws -> [String] {
-        try await stack.redis.command("XRANGE", "sse:thread:\(thread):log", "-", "+").split(separator: "\n")
-            .filter { $0.range(of: #"^\d+-\d+$"#, options: .regularExpression) != nil }.map(String.init)
     }
 }

@@ -29,9 +29,11 @@ public final class RedisServer: @unchecked Sendable {
     /// The server's working directory (its log and, with persistence, its AOF files).
     public let directory: URL
     public let persistence: Bool
+    /// With TLS, the server speaks only TLS, on `port`, with these files.
+    public let tls: TestCertificates?
 
-    /// "redis://127.0.0.1:PORT"
-    public var url: String { "redis://127.0.0.1:\(self.port)" }
+    /// "redis://127.0.0.1:PORT", or "rediss://localhost:PORT" with TLS (the name its certificate is for).
+    public var url: String { tls == nil ? "redis://127.0.0.1:\(self.port)" : "rediss://localhost:\(self.port)" }
 
     private struct Running {
         var process: Process
@@ -41,10 +43,11 @@ public final class RedisServer: @unchecked Sendable {
     private let lock = NSLock()
     private var running: Running?
 
-    private init(port: Int, directory: URL, persistence: Bool) {
+    private init(port: Int, directory: URL, persistence: Bool, tls: TestCertificates?) {
         self.port = port
         self.directory = directory
         self.persistence = persistence
+        self.tls = tls
     }
 
     deinit {
@@ -54,14 +57,14 @@ public final class RedisServer: @unchecked Sendable {
 
     /// Starts a server and waits until it answers PING. With `persistence`, it writes an append-only file with
     /// `appendfsync always` in its directory, so `restart()` keeps the data.
-    public static func start(persistence: Bool = false) async throws -> RedisServer {
+    public static func start(persistence: Bool = false, tls: TestCertificates? = nil) async throws -> RedisServer {
         var lastError: (any Error)?
         // A port from freeTCPPort() can be taken by someone else before redis-server binds it: retry a few times.
         for _ in 0..<5 {
             let directory = FileManager.default.temporaryDirectory
                 .appendingPathComponent("herald-redis-\(UUID().uuidString)", isDirectory: true)
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-            let server = RedisServer(port: freeTCPPort(), directory: directory, persistence: persistence)
+            let server = RedisServer(port: freeTCPPort(), directory: directory, persistence: persistence, tls: tls)
             do {
                 try await server.launch()
                 return server
@@ -98,7 +101,7 @@ public final class RedisServer: @unchecked Sendable {
     /// Runs `redis-cli -p PORT args...` and returns its standard output without the trailing newline.
     @discardableResult
     public func command(_ args: String...) async throws -> String {
-        try await Self.cli(port: self.port, args)
+        try await Self.cli(port: self.port, tls: self.tls, args)
     }
 
     /// Kills the process (SIGKILL) without waiting. Also done by deinit.
@@ -118,13 +121,19 @@ public final class RedisServer: @unchecked Sendable {
         let process = Process()
         process.executableURL = try Self.executable("redis-server")
         var arguments = [
-            "--port", String(self.port),
+            "--port", self.tls == nil ? String(self.port) : "0",
             "--bind", "127.0.0.1",
             "--dir", self.directory.path,
             "--logfile", "redis.log",
             "--daemonize", "no",
             "--save", "",
         ]
+        if let tls = self.tls {
+            arguments += [
+                "--tls-port", String(self.port), "--tls-cert-file", tls.serverCertificate, "--tls-key-file", tls.serverKey,
+                "--tls-ca-cert-file", tls.authority, "--tls-auth-clients", "no",
+            ]
+        }
         if self.persistence {
             arguments += ["--appendonly", "yes", "--appendfsync", "always"]
         } else {
@@ -147,7 +156,7 @@ public final class RedisServer: @unchecked Sendable {
         let deadline = ContinuousClock.now + .seconds(10)
         while ContinuousClock.now < deadline {
             guard process.isRunning else { break }
-            if let reply = try? await Self.cli(port: self.port, ["PING"]), reply == "PONG" {
+            if let reply = try? await Self.cli(port: self.port, tls: self.tls, ["PING"]), reply == "PONG" {
                 return
             }
             try await Task.sleep(for: .milliseconds(10))
@@ -166,12 +175,12 @@ public final class RedisServer: @unchecked Sendable {
         }
     }
 
-    private static func cli(port: Int, _ args: [String]) async throws -> String {
+    private static func cli(port: Int, tls: TestCertificates?, _ args: [String]) async throws -> String {
         let executable = try Self.executable("redis-cli")
         return try await NIOThreadPool.singleton.runIfActive {
             let process = Process()
             process.executableURL = executable
-            process.arguments = ["-p", String(port)] + args
+            process.arguments = ["-p", String(port)] + (tls.map { ["--tls", "--cacert", $0.authority] } ?? []) + args
             process.standardInput = FileHandle.nullDevice
             process.standardError = FileHandle.nullDevice
             // The pipe is made inside the spawn lock too, so no other child can inherit its write end.

@@ -19,10 +19,15 @@ import Testing
         )
         #expect(try RedisConfiguration(url: "redis://[::1]:7000/") == RedisConfiguration(host: "::1", port: 7000))
         #expect(try RedisConfiguration(url: "redis://[::1]") == RedisConfiguration(host: "::1"))
+        #expect(
+            try RedisConfiguration(url: "rediss://:secret@cache.example.com:6380/2")
+                == RedisConfiguration(host: "cache.example.com", port: 6380, password: "secret", database: 2, tls: .init())
+        )
+        #expect(try RedisConfiguration(url: "REDISS://h").tls?.verifiesServer == true)
     }
 
     @Test(arguments: [
-        "", "http://localhost", "rediss://localhost", "redis://", "redis://:6379", "redis://host:", "redis://host:0",
+        "", "http://localhost", "redisss://localhost", "rediss:/localhost", "redis://", "redis://:6379", "redis://host:", "redis://host:0",
         "redis://host:65536", "redis://host:12ab", "redis://host/x", "redis://host/-1", "redis://user@host",
         "redis://user:@host", "redis://host?db=1", "redis://:%zz@host", "redis://[::1", "redis://[::1]x",
     ])

@@ -7,6 +7,9 @@ public struct HeraldConfiguration: Sendable {
     }
 
     public var redisURL: String
+    /// With `rediss://`: a private CA (`REDIS_TLS_CA_FILE`), a client certificate and key
+    /// (`REDIS_TLS_CERT_FILE`, `REDIS_TLS_KEY_FILE`), no verification at all (`REDIS_TLS_INSECURE`).
+    public var redisTLS = RedisTLSSettings()
     public var databaseURL: String
     public var agentURL: String
     public var agentKind: AgentKind
@@ -147,7 +150,18 @@ extension HeraldConfiguration {
         let reader = EnvironmentReader(environment: environment)
         let defaults = HeraldConfiguration()
         var configuration = defaults
-        configuration.redisURL = try reader.url("REDIS_URL", schemes: ["redis"], default: defaults.redisURL)
+        configuration.redisURL = try reader.url("REDIS_URL", schemes: ["redis", "rediss"], default: defaults.redisURL)
+        configuration.redisTLS = RedisTLSSettings(
+            caFile: try reader.optionalString("REDIS_TLS_CA_FILE"), certificateFile: try reader.optionalString("REDIS_TLS_CERT_FILE"),
+            keyFile: try reader.optionalString("REDIS_TLS_KEY_FILE"), insecure: try reader.flag("REDIS_TLS_INSECURE", default: false)
+        )
+        let tlsSettingsGiven = configuration.redisTLS != RedisTLSSettings()
+        if tlsSettingsGiven, !configuration.redisURL.lowercased().hasPrefix("rediss://") {
+            throw ConfigurationError(variable: "REDIS_URL", reason: "must start with rediss:// when REDIS_TLS_* settings are given")
+        }
+        if (configuration.redisTLS.certificateFile == nil) != (configuration.redisTLS.keyFile == nil) {
+            throw ConfigurationError(variable: "REDIS_TLS_CERT_FILE", reason: "needs REDIS_TLS_KEY_FILE, and the other way round")
+        }
         configuration.databaseURL = try reader.url("DATABASE_URL", schemes: ["postgres", "postgresql"], default: defaults.databaseURL)
         configuration.agentURL = try reader.url("AGENT_URL", schemes: ["http", "https"], default: defaults.agentURL)
         configuration.agentKind = try reader.choice("AGENT_KIND", default: defaults.agentKind)
@@ -317,5 +331,20 @@ extension String {
         while let first = scalars.first, first.isWhitespace { scalars.removeFirst() }
         while let last = scalars.last, last.isWhitespace { scalars.removeLast() }
         return String(scalars)
+    }
+}
+
+/// The TLS settings of a `rediss://` connection beyond the URL.
+public struct RedisTLSSettings: Sendable, Equatable {
+    public var caFile: String?
+    public var certificateFile: String?
+    public var keyFile: String?
+    public var insecure: Bool
+
+    public init(caFile: String? = nil, certificateFile: String? = nil, keyFile: String? = nil, insecure: Bool = false) {
+        self.caFile = caFile
+        self.certificateFile = certificateFile
+        self.keyFile = keyFile
+        self.insecure = insecure
     }
 }

@@ -64,6 +64,7 @@ extension RedisError {
         case .connectionClosed: "connection_closed"
         case .notConnected: "not_connected"
         case .protocolError: "protocol"
+        case .tls: "tls"
         case .timeout: "timeout"
         }
     }

@@ -57,10 +57,10 @@ final class Stack: Sendable {
 
     static func start(
         nodes count: Int = 1, agent: Agent = .demo, environment: [String: String] = [:], redisPersistence: Bool = false,
-        postgres: PostgresServer? = nil, tokenDelayMs: Int = 10
+        postgres: PostgresServer? = nil, tokenDelayMs: Int = 10, redisTLS: TestCertificates? = nil
     ) async throws -> Stack {
         let herald = builtProduct("herald")
-        let redis = try await RedisServer.start(persistence: redisPersistence)
+        let redis = try await RedisServer.start(persistence: redisPersistence, tls: redisTLS)
         let server = if let postgres { postgres } else { try await SharedPostgres.shared.server() }
         let databaseURL = try await server.createDatabase()
 
@@ -102,6 +102,7 @@ final class Stack: Sendable {
                 // No clock-skew allowance, so a token minted for 1 s is refused a moment later.
                 "HERALD_JWT_LEEWAY_SECONDS": "0",
             ]
+            if let redisTLS { env["REDIS_TLS_CA_FILE"] = redisTLS.authority }
             env.merge(environment) { _, override in override }
             nodes.append(try await startNode(port: port, environment: env))
         }
@@ -165,12 +166,12 @@ final class Stack: Sendable {
 /// Runs `body` with a started stack and always stops it.
 func withStack<T>(
     nodes: Int = 1, agent: Stack.Agent = .demo, environment: [String: String] = [:], redisPersistence: Bool = false,
-    postgres: PostgresServer? = nil, tokenDelayMs: Int = 10,
+    postgres: PostgresServer? = nil, tokenDelayMs: Int = 10, redisTLS: TestCertificates? = nil,
     _ body: (Stack) async throws -> T
 ) async throws -> T {
     let stack = try await Stack.start(
         nodes: nodes, agent: agent, environment: environment, redisPersistence: redisPersistence, postgres: postgres,
-        tokenDelayMs: tokenDelayMs
+        tokenDelayMs: tokenDelayMs, redisTLS: redisTLS
     )
     do {
         let result = try await body(stack)

@@ -1,0 +1,35 @@
+import Testing
+
+@testable import HeraldCore
+
+@Suite("configuration: Redis over TLS")
+struct RedisTLSSettingsTests {
+    @Test("rediss:// with a CA, a client certificate and key; insecure as a flag")
+    func settings() throws {
+        let configuration = try HeraldConfiguration.fromEnvironment([
+            "HERALD_INSECURE_DEV": "1", "REDIS_URL": "rediss://:secret@cache.example.com:6380", "REDIS_TLS_CA_FILE": "/etc/ca.pem",
+            "REDIS_TLS_CERT_FILE": "/etc/client.pem", "REDIS_TLS_KEY_FILE": "/etc/client.key",
+        ])
+        #expect(configuration.redisURL == "rediss://:secret@cache.example.com:6380")
+        #expect(configuration.redisTLS == RedisTLSSettings(caFile: "/etc/ca.pem", certificateFile: "/etc/client.pem", keyFile: "/etc/client.key"))
+        let insecure = try HeraldConfiguration.fromEnvironment([
+            "HERALD_INSECURE_DEV": "1", "REDIS_URL": "rediss://h", "REDIS_TLS_INSECURE": "1",
+        ])
+        #expect(insecure.redisTLS.insecure)
+    }
+
+    @Test("TLS settings with redis://, or a certificate without its key, are refused naming the variable", arguments: [
+        (["REDIS_TLS_CA_FILE": "/etc/ca.pem"], "REDIS_URL"),
+        (["REDIS_URL": "rediss://h", "REDIS_TLS_CERT_FILE": "/etc/client.pem"], "REDIS_TLS_CERT_FILE"),
+        (["REDIS_URL": "rediss://h", "REDIS_TLS_KEY_FILE": "/etc/client.key"], "REDIS_TLS_CERT_FILE"),
+        (["REDIS_URL": "rediss://h", "REDIS_TLS_INSECURE": "maybe"], "REDIS_TLS_INSECURE"),
+    ])
+    func refused(environment: [String: String], variable: String) {
+        do {
+            _ = try HeraldConfiguration.fromEnvironment(environment.merging(["HERALD_INSECURE_DEV": "1"]) { value, _ in value })
+            Issue.record("accepted \(environment)")
+        } catch {
+            #expect(error.variable == variable, "\(error)")
+        }
+    }
+}
