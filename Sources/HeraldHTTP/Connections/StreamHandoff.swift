@@ -11,8 +11,9 @@ import NIOHTTPTypes
 ///
 /// Hummingbird keeps one task per connection for as long as the connection lives, and a task keeps the stack
 /// its deepest call needed (middleware, token verification, the route) until it ends: about 20 KiB that an
-/// open stream would hold for nothing, since its frames are written from the event loop. So this handler, at
-/// the end of the pipeline, takes a stream request before Hummingbird sees it, runs it through the same router
+/// open stream would hold for nothing, since its frames are written from the event loop. So this handler, right
+/// after the HTTP codec (before Hummingbird's connection state and async channel), takes a stream request before
+/// Hummingbird sees it, runs it through the same router
 /// (middleware, authentication, errors) in a task of its own that ends once the stream has begun, and writes
 /// the response head itself. When the stream ends, it ends the response and closes the connection.
 ///
