@@ -51,7 +51,7 @@ extension CurlHTTPClient {
         try Task.checkCancellation()
         let (pieces, continuation) = AsyncThrowingStream<[UInt8], any Error>.makeStream()
         let sink = ResponseStreamSink(pieces: continuation, maxPendingBytes: maxPendingBytes)
-        let transfer = try Transfer(request: request, streamingTo: sink)
+        let transfer = try Transfer(request: request, trusting: caFile, streamingTo: sink)
         // The driver owns the transfer for its whole life; ending the body (reader gone or cancelled) cancels it.
         let driver = Task { [self] in
             do {

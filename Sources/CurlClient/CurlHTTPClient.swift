@@ -17,11 +17,14 @@ import Darwin
 public final class CurlHTTPClient: Sendable {
     private let loop: CurlMultiLoop
     let logger: Logger
+    let caFile: String?
 
     /// Initialises libcurl (once per process) and starts the loop thread.
-    public init(logger: Logger) throws {
+    /// `caFile`: a PEM file of CAs to trust instead of the system's store, for servers on a private network.
+    public init(logger: Logger, caFile: String? = nil) throws {
         try CurlGlobal.ensureInitialized()
         self.logger = logger
+        self.caFile = caFile
         self.loop = try CurlMultiLoop(logger: logger)
         try loop.start()
     }
@@ -34,7 +37,7 @@ public final class CurlHTTPClient: Sendable {
     /// task cancellation throws `CancellationError`.
     public func execute(_ request: CurlRequest) async throws -> CurlResponse {
         try Task.checkCancellation()
-        return try await run(Transfer(request: request))
+        return try await run(Transfer(request: request, trusting: caFile))
     }
 
     /// Hands a configured transfer to the loop and waits for it to end.

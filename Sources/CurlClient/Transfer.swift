@@ -25,7 +25,7 @@ final class Transfer: @unchecked Sendable {
     /// Set for a streamed response: body pieces go there as they arrive instead of into the C buffer.
     private let sink: ResponseStreamSink?
 
-    init(request: CurlRequest, streamingTo sink: ResponseStreamSink? = nil) throws {
+    init(request: CurlRequest, trusting caFile: String? = nil, streamingTo sink: ResponseStreamSink? = nil) throws {
         guard let handle = ccurl_transfer_create(), let easy = ccurl_transfer_easy(handle) else {
             throw CurlError(CURLE_FAILED_INIT, message: "curl_easy_init failed")
         }
@@ -35,7 +35,7 @@ final class Transfer: @unchecked Sendable {
         self.url = request.url
         self.sink = sink
         // All stored properties are set: if configuring throws, `deinit` runs and frees the handle.
-        try configure(request)
+        try configure(request, trusting: caFile)
         if sink != nil {
             // Unretained: the easy handle, and with it the callback, never outlives this object.
             ccurl_transfer_set_body_sink(
@@ -53,7 +53,7 @@ final class Transfer: @unchecked Sendable {
         ccurl_transfer_destroy(handle)
     }
 
-    private func configure(_ request: CurlRequest) throws {
+    private func configure(_ request: CurlRequest, trusting caFile: String?) throws {
         func check(_ code: CURLcode, _ what: String) throws {
             guard code == CURLE_OK else { throw CurlError(code, message: "\(what): \(String(cString: curl_easy_strerror(code)))") }
         }
@@ -69,6 +69,7 @@ final class Transfer: @unchecked Sendable {
 
         try check(ccurl_easy_setopt_string(easy, CURLOPT_URL, request.url), "URL")
         try check(ccurl_easy_setopt_string(easy, CURLOPT_PROTOCOLS_STR, "http,https"), "protocols")
+        if let caFile { try check(ccurl_easy_setopt_string(easy, CURLOPT_CAINFO, caFile), "CA file") }
         try check(ccurl_easy_setopt_long(easy, CURLOPT_TIMEOUT_MS, request.timeout.curlMilliseconds), "timeout")
         try check(
             ccurl_easy_setopt_long(easy, CURLOPT_CONNECTTIMEOUT_MS, request.connectTimeout.curlMilliseconds),

@@ -38,7 +38,7 @@ public enum HeraldApplication {
             configuration: .init(connectionString: configuration.databaseURL, poolSize: configuration.databasePoolSize), logger: logger,
             observer: ClientMetrics.postgresPool()
         )
-        let http = try CurlHTTPClient(logger: logger)
+        let http = try CurlHTTPClient(logger: logger, caFile: configuration.outboundCAFile)
         let store = ChatStore(pool: pool)
         let publisher = FramePublisher(
             redis: redis, keys: keys, logMaxLength: configuration.logMaxLength, logTTLSeconds: configuration.logTTLSeconds

@@ -2,7 +2,7 @@ import Testing
 
 @testable import HeraldCore
 
-@Suite("configuration: Redis over TLS")
+@Suite("configuration: TLS to Redis and to engines")
 struct RedisTLSSettingsTests {
     @Test("rediss:// with a CA, a client certificate and key; insecure as a flag")
     func settings() throws {
@@ -16,6 +16,13 @@ struct RedisTLSSettingsTests {
             "HERALD_INSECURE_DEV": "1", "REDIS_URL": "rediss://h", "REDIS_TLS_INSECURE": "1",
         ])
         #expect(insecure.redisTLS.insecure)
+    }
+
+    @Test("HERALD_OUTBOUND_CA_FILE names the CAs the engine and JWKS calls trust; unset, the system's store")
+    func outboundCA() throws {
+        #expect(try HeraldConfiguration.fromEnvironment(["HERALD_INSECURE_DEV": "1"]).outboundCAFile == nil)
+        let configuration = try HeraldConfiguration.fromEnvironment(["HERALD_INSECURE_DEV": "1", "HERALD_OUTBOUND_CA_FILE": "/etc/private-ca.pem"])
+        #expect(configuration.outboundCAFile == "/etc/private-ca.pem")
     }
 
     @Test("TLS settings with redis://, or a certificate without its key, are refused naming the variable", arguments: [

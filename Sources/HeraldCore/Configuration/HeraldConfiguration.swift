@@ -10,6 +10,8 @@ public struct HeraldConfiguration: Sendable {
     /// With `rediss://`: a private CA (`REDIS_TLS_CA_FILE`), a client certificate and key
     /// (`REDIS_TLS_CERT_FILE`, `REDIS_TLS_KEY_FILE`), no verification at all (`REDIS_TLS_INSECURE`).
     public var redisTLS = RedisTLSSettings()
+    /// CAs to trust for the engine and JWKS calls instead of the system's store (`HERALD_OUTBOUND_CA_FILE`).
+    public var outboundCAFile: String?
     public var databaseURL: String
     public var agentURL: String
     public var agentKind: AgentKind
@@ -155,6 +157,7 @@ extension HeraldConfiguration {
             caFile: try reader.optionalString("REDIS_TLS_CA_FILE"), certificateFile: try reader.optionalString("REDIS_TLS_CERT_FILE"),
             keyFile: try reader.optionalString("REDIS_TLS_KEY_FILE"), insecure: try reader.flag("REDIS_TLS_INSECURE", default: false)
         )
+        configuration.outboundCAFile = try reader.optionalString("HERALD_OUTBOUND_CA_FILE")
         let tlsSettingsGiven = configuration.redisTLS != RedisTLSSettings()
         if tlsSettingsGiven, !configuration.redisURL.lowercased().hasPrefix("rediss://") {
             throw ConfigurationError(variable: "REDIS_URL", reason: "must start with rediss:// when REDIS_TLS_* settings are given")
