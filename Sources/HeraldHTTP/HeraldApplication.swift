@@ -40,6 +40,7 @@ public enum HeraldApplication {
         )
         let http = try CurlHTTPClient(logger: logger, caFile: configuration.outboundCAFile)
         let store = ChatStore(pool: pool)
+        try await checkDatabaseTLS(configuration.databaseURL, store: store)
         let publisher = FramePublisher(
             redis: redis, keys: keys, logMaxLength: configuration.logMaxLength, logTTLSeconds: configuration.logTTLSeconds
         )
@@ -121,6 +122,26 @@ public enum HeraldApplication {
             logger: logger
         )
     }
+}
+
+/// A `DATABASE_URL` that asks for TLS (`sslmode=require`, `verify-ca`, `verify-full`) is tried once at start-up:
+/// a TLS failure (unknown CA, wrong name, a server without TLS) is a mistake in the settings, refused with one line
+/// naming them, while a database that is merely down leaves the node starting unready as always.
+private func checkDatabaseTLS(_ url: String, store: ChatStore) async throws {
+    guard ["sslmode=require", "sslmode=verify-ca", "sslmode=verify-full"].contains(where: url.contains) else { return }
+    do {
+        try await store.ping()
+    } catch let error as PostgresError where error.isConnectionError {
+        let message = error.message.lowercased()
+        guard message.contains("ssl") || message.contains("certificate") else { return }
+        let firstLine = error.message.split(whereSeparator: \.isNewline).first.map(String.init) ?? error.message
+        throw DatabaseTLSFailure(reason: firstLine)
+    }
+}
+
+struct DatabaseTLSFailure: Error, CustomStringConvertible {
+    let reason: String
+    var description: String { "DATABASE_URL: TLS to PostgreSQL failed: \(reason)" }
 }
 
 /// Closes the shared clients once everything that uses them has stopped.

@@ -60,7 +60,8 @@ public final class PostgresServer: Sendable {
     private static let sharedServer = Task { try await PostgresServer.start() }
 
     /// Starts a fresh server and waits until it accepts connections.
-    public static func start() async throws -> PostgresServer {
+    /// With `tls`, the server also accepts TLS (`ssl=on`) with the server certificate of `tls`.
+    public static func start(tls: TestCertificates? = nil) async throws -> PostgresServer {
         removeAbandonedDirectories()
         let binDirectory = try findBinDirectory()
         let account = try Account.forServer()
@@ -76,6 +77,16 @@ public final class PostgresServer: Sendable {
                 ],
                 in: directory
             )
+            var tlsArguments: [String] = []
+            if let tls {
+                // PostgreSQL wants its key readable by its own account only.
+                for (source, name) in [(tls.serverCertificate, "server.crt"), (tls.serverKey, "server.key")] {
+                    try FileManager.default.copyItem(atPath: source, toPath: "\(data)/\(name)")
+                    chmod("\(data)/\(name)", 0o600)
+                    if let account { try account.giveOwnership(of: "\(data)/\(name)") }
+                }
+                tlsArguments = ["-c", "ssl=on", "-c", "ssl_cert_file=server.crt", "-c", "ssl_key_file=server.key"]
+            }
             var lastLog = ""
             for _ in 0..<5 {
                 let port = freeTCPPort()
@@ -91,7 +102,7 @@ public final class PostgresServer: Sendable {
                         "-c", "full_page_writes=off",
                         "-c", "max_connections=300",
                         "-c", "max_parallel_workers_per_gather=0",
-                    ]
+                    ] + tlsArguments
                 let logPath = "\(directory)/postgres.log"
                 let pid = try await spawnSupervised(arguments, logPath: logPath)
                 let server = PostgresServer(port: port, directory: directory, binDirectory: binDirectory, pid: pid)

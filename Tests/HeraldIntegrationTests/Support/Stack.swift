@@ -57,7 +57,8 @@ final class Stack: Sendable {
 
     static func start(
         nodes count: Int = 1, agent: Agent = .demo, environment: [String: String] = [:], redisPersistence: Bool = false,
-        postgres: PostgresServer? = nil, tokenDelayMs: Int = 10, redisTLS: TestCertificates? = nil
+        postgres: PostgresServer? = nil, tokenDelayMs: Int = 10, redisTLS: TestCertificates? = nil,
+        postgresCA: String? = nil
     ) async throws -> Stack {
         let herald = builtProduct("herald")
         let redis = try await RedisServer.start(persistence: redisPersistence, tls: redisTLS)
@@ -103,6 +104,11 @@ final class Stack: Sendable {
                 "HERALD_JWT_LEEWAY_SECONDS": "0",
             ]
             if let redisTLS { env["REDIS_TLS_CA_FILE"] = redisTLS.authority }
+            if let postgresCA {
+                // The name the server certificate is for, and libpq's strictest checks.
+                env["DATABASE_URL"] = databaseURL.replacingOccurrences(of: "@127.0.0.1:", with: "@localhost:")
+                    + "?sslmode=verify-full&sslrootcert=\(postgresCA)"
+            }
             env.merge(environment) { _, override in override }
             nodes.append(try await startNode(port: port, environment: env))
         }
@@ -166,12 +172,12 @@ final class Stack: Sendable {
 /// Runs `body` with a started stack and always stops it.
 func withStack<T>(
     nodes: Int = 1, agent: Stack.Agent = .demo, environment: [String: String] = [:], redisPersistence: Bool = false,
-    postgres: PostgresServer? = nil, tokenDelayMs: Int = 10, redisTLS: TestCertificates? = nil,
+    postgres: PostgresServer? = nil, tokenDelayMs: Int = 10, redisTLS: TestCertificates? = nil, postgresCA: String? = nil,
     _ body: (Stack) async throws -> T
 ) async throws -> T {
     let stack = try await Stack.start(
         nodes: nodes, agent: agent, environment: environment, redisPersistence: redisPersistence, postgres: postgres,
-        tokenDelayMs: tokenDelayMs, redisTLS: redisTLS
+        tokenDelayMs: tokenDelayMs, redisTLS: redisTLS, postgresCA: postgresCA
     )
     do {
         let result = try await body(stack)
