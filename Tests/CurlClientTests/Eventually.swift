@@ -1,7 +1,7 @@
 import Foundation
 
 /// Polls `condition` every 10 ms until it holds or `timeout` passes.
-func eventually(within timeout: Duration = .seconds(3), _ condition: () -> Bool) async -> Bool {
+func eventually(within timeout: Duration = .seconds(10), _ condition: () -> Bool) async -> Bool {
     let deadline = ContinuousClock.now + timeout
     while ContinuousClock.now < deadline {
         if condition() { return true }
