@@ -19,12 +19,8 @@ public enum HeraldApplication {
     ) async throws -> some ApplicationProtocol {
         var redisConfiguration = try RedisConfiguration(url: configuration.redisURL)
         if redisConfiguration.tls != nil {
-            let settings = configuration.redisTLS
-            redisConfiguration.tls = .init(
-                caFile: settings.caFile, certificateFile: settings.certificateFile, keyFile: settings.keyFile,
-                verifiesServer: !settings.insecure
-            )
-            if settings.insecure {
+            redisConfiguration.tls = configuration.redisTLS
+            if !configuration.redisTLS.verifiesServer {
                 logger.critical("REDIS_TLS_INSECURE: Redis's certificate and name are NOT verified; anyone on the path can read and forge every frame")
             }
         }

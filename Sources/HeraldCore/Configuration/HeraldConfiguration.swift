@@ -1,3 +1,5 @@
+import RedisClient
+
 /// Everything `herald serve` needs, read from the environment (flags may override single values).
 /// Validation happens once, at start-up: a bad value stops the process with one line saying which and why.
 public struct HeraldConfiguration: Sendable {
@@ -9,7 +11,7 @@ public struct HeraldConfiguration: Sendable {
     public var redisURL: String
     /// With `rediss://`: a private CA (`REDIS_TLS_CA_FILE`), a client certificate and key
     /// (`REDIS_TLS_CERT_FILE`, `REDIS_TLS_KEY_FILE`), no verification at all (`REDIS_TLS_INSECURE`).
-    public var redisTLS = RedisTLSSettings()
+    public var redisTLS = RedisConfiguration.TLS()
     /// CAs to trust for the engine and JWKS calls instead of the system's store (`HERALD_OUTBOUND_CA_FILE`).
     public var outboundCAFile: String?
     public var databaseURL: String
@@ -153,12 +155,12 @@ extension HeraldConfiguration {
         let defaults = HeraldConfiguration()
         var configuration = defaults
         configuration.redisURL = try reader.url("REDIS_URL", schemes: ["redis", "rediss"], default: defaults.redisURL)
-        configuration.redisTLS = RedisTLSSettings(
+        configuration.redisTLS = RedisConfiguration.TLS(
             caFile: try reader.optionalString("REDIS_TLS_CA_FILE"), certificateFile: try reader.optionalString("REDIS_TLS_CERT_FILE"),
-            keyFile: try reader.optionalString("REDIS_TLS_KEY_FILE"), insecure: try reader.flag("REDIS_TLS_INSECURE", default: false)
+            keyFile: try reader.optionalString("REDIS_TLS_KEY_FILE"), verifiesServer: !(try reader.flag("REDIS_TLS_INSECURE", default: false))
         )
         configuration.outboundCAFile = try reader.optionalString("HERALD_OUTBOUND_CA_FILE")
-        let tlsSettingsGiven = configuration.redisTLS != RedisTLSSettings()
+        let tlsSettingsGiven = configuration.redisTLS != RedisConfiguration.TLS()
         if tlsSettingsGiven, !configuration.redisURL.lowercased().hasPrefix("rediss://") {
             throw ConfigurationError(variable: "REDIS_URL", reason: "must start with rediss:// when REDIS_TLS_* settings are given")
         }
@@ -334,20 +336,5 @@ extension String {
         while let first = scalars.first, first.isWhitespace { scalars.removeFirst() }
         while let last = scalars.last, last.isWhitespace { scalars.removeLast() }
         return String(scalars)
-    }
-}
-
-/// The TLS settings of a `rediss://` connection beyond the URL.
-public struct RedisTLSSettings: Sendable, Equatable {
-    public var caFile: String?
-    public var certificateFile: String?
-    public var keyFile: String?
-    public var insecure: Bool
-
-    public init(caFile: String? = nil, certificateFile: String? = nil, keyFile: String? = nil, insecure: Bool = false) {
-        self.caFile = caFile
-        self.certificateFile = certificateFile
-        self.keyFile = keyFile
-        self.insecure = insecure
     }
 }
