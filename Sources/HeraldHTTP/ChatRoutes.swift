@@ -5,10 +5,10 @@ import Hummingbird
 /// `/chats`: threads, messages, send. Each route acts for the authenticated user; another user's thread
 /// answers exactly like a missing one.
 struct ChatRoutes {
-    let coordinator: RunCoordinator
-    let rateLimiter: SendRateLimiter
+    let sender: MessageSender
     let configuration: HeraldConfiguration
 
+    var coordinator: RunCoordinator { sender.coordinator }
     var store: ChatStore { coordinator.store }
 
     func register(on chats: RouterGroup<HeraldRequestContext>) {
@@ -99,19 +99,7 @@ struct ChatRoutes {
             object: try await RequestBody.jsonObject(of: request, limit: configuration.maxBodyBytes, maxDepth: configuration.maxJSONDepth),
             allowed: ["content", "metadata"]
         )
-        guard let content = try fields.optionalString("content", maxBytes: configuration.maxContentBytes) else {
-            throw APIError.invalid("content is required")
-        }
-        guard !content.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else { throw APIError.invalid("content must not be empty") }
-        let metadata = try fields.metadata()
-        do {
-            try await rateLimiter.admit(user)
-        } catch let exceeded as SendRateLimiter.Exceeded {
-            var error = APIError(.tooManyRequests, "rate_limited", "more than \(configuration.sendsPerMinute) sends per minute")
-            error.headers[.retryAfter] = String(exceeded.retryAfterSeconds)
-            throw error
-        }
-        let (message, run) = try await coordinator.send(thread: id, owner: user, content: content, metadata: metadata)
+        let (message, run) = try await sender.send(thread: id, user: user, fields: fields)
         return try JSONResponse.make(.accepted, SendResult(message: message, run: run))
     }
 }

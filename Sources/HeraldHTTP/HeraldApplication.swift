@@ -73,10 +73,15 @@ public enum HeraldApplication {
         router.addObservability(tracing: tracing)
         router.add(middleware: CORSPolicy(origins: Set(configuration.corsOrigins)))
         router.add(middleware: ErrorMiddleware())
-        let chats = router.group("chats").add(middleware: UserAuthenticationMiddleware(tokens: userTokens))
-        ChatRoutes(coordinator: coordinator, rateLimiter: rateLimiter, configuration: configuration).register(on: chats)
+        let authenticated = UserAuthenticationMiddleware(tokens: userTokens)
+        let chats = router.group("chats").add(middleware: authenticated)
+        let sender = MessageSender(coordinator: coordinator, rateLimiter: rateLimiter, configuration: configuration)
+        ChatRoutes(sender: sender, configuration: configuration).register(on: chats)
         drain.drains(hub)
-        StreamRoute(store: store, hub: hub, replayer: replayer, drain: drain, configuration: configuration).register(on: chats)
+        let opener = StreamOpener(store: store, hub: hub, replayer: replayer, configuration: configuration)
+        StreamRoute(opener: opener, drain: drain, configuration: configuration).register(on: chats)
+        WebSocketRoute(opener: opener, sender: sender, drain: drain, configuration: configuration)
+            .register(on: router.group("ws").add(middleware: authenticated))
         WebhookRoute(coordinator: coordinator, signatures: signatures, configuration: configuration).register(on: router)
         let operations = OperationsRoutes(
             store: store, redis: redis, hub: hub, streamJoins: coordinator.streamJoins, registry: registry, providerKeys: providerKeys,

@@ -25,17 +25,22 @@ enum RequestBody {
             throw APIError(.unsupportedMediaType, "unsupported_media_type", "send the body as application/json")
         }
         let buffer = try await bytes(of: request, limit: limit)
-        guard buffer.readableBytes > 0 else { throw APIError.badRequest("request body is empty; expected a JSON object") }
-        guard !JSONDepth.exceeds(buffer.readableBytesView, limit: maxDepth) else {
+        return try jsonObject(in: buffer, maxDepth: maxDepth, what: "request body")
+    }
+
+    /// `bytes` as a JSON object (`what` names them in the errors: "request body", "message").
+    static func jsonObject(in bytes: ByteBuffer, maxDepth: Int, what: String) throws -> [String: JSONValue] {
+        guard bytes.readableBytes > 0 else { throw APIError.badRequest("\(what) is empty; expected a JSON object") }
+        guard !JSONDepth.exceeds(bytes.readableBytesView, limit: maxDepth) else {
             throw APIError.invalid("JSON nesting deeper than \(maxDepth) levels")
         }
         let value: JSONValue
         do {
-            value = try JSONDecoder().decode(JSONValue.self, from: Data(buffer.readableBytesView))
+            value = try JSONDecoder().decode(JSONValue.self, from: Data(bytes.readableBytesView))
         } catch {
-            throw APIError.badRequest("request body is not valid JSON")
+            throw APIError.badRequest("\(what) is not valid JSON")
         }
-        guard case .object(let object) = value else { throw APIError.invalid("request body must be a JSON object") }
+        guard case .object(let object) = value else { throw APIError.invalid("\(what) must be a JSON object") }
         guard !value.containsNUL else { throw APIError.invalid("strings must not contain NUL characters") }
         return object
     }

@@ -174,25 +174,7 @@ struct GaplessStreamTests {
             await slow.connection.pauseReading()
             let sent = try await silentRun(api, thread, on: fast, content: "slow and fast")
 
-            // The kernel buffers megabytes for a socket nobody reads (send-buffer autotuning, 4 MiB by default on
-            // Linux) before Herald's own queue fills: publish 1 MiB rounds until the slow reader is cut off.
-            let payload = String(repeating: "x", count: 16 * 1024)
-            let slowConsumer = #"reason="slow_consumer""#
-            let round = 64
-            var total = 0
-            var disconnected = false
-            while !disconnected && total < 16 * round {
-                try await DeltaPublisher.burst(api: api, run: sent.run, indexes: total..<(total + round), concurrency: 4) {
-                    "\($0):\(payload)"
-                }.finish()
-                total += round
-                disconnected = try await api.metric("herald_sse_disconnects_total", label: slowConsumer) == 1
-            }
-            if !disconnected {
-                try await eventually(timeout: .seconds(3), "the slow reader is disconnected as a slow consumer") {
-                    try await api.metric("herald_sse_disconnects_total", label: slowConsumer) == 1
-                }
-            }
+            let total = try await DeltaPublisher.floodUntilCut(api: api, run: sent.run, counter: "herald_sse_disconnects_total")
 
             // The fast reader got every delta exactly once and is still connected.
             try await eventually(timeout: .seconds(5), "the fast reader has every delta") {
@@ -211,7 +193,7 @@ struct GaplessStreamTests {
             // The fast reader goes on live.
             #expect(try await api.delta(run: sent.run, index: total, "more").status == 200)
             try await fast.waitForDelta(total)
-            #expect(try await api.metric("herald_sse_disconnects_total", label: slowConsumer) == 1)
+            #expect(try await api.metric("herald_sse_disconnects_total", label: DeltaPublisher.slowConsumer) == 1)
         }
     }
 

@@ -59,8 +59,40 @@ struct OpenAPIContractTests {
             }
             #expect(try await call("GET", "/chats/\(thread)/messages?limit=10", pattern: "/chats/{thread_id}/messages").status == 200)
 
-            // Errors the document promises.
+            // The WebSocket: the handshake's refusals, then every kind of message each way.
             let anonymous = API(stack.url, token: nil)
+            let upgrade = [
+                ("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                ("Sec-WebSocket-Version", "13"),
+            ]
+            #expect(try await call("GET", "/ws", pattern: "/ws").status == 426)
+            #expect(try await call("GET", "/ws", pattern: "/ws", headers: upgrade, as: anonymous).status == 401)
+            #expect(try await call("GET", "/ws", pattern: "/ws", headers: upgrade.dropLast() + [("Sec-WebSocket-Version", "8")]).status == 426)
+            #expect(try await call("GET", "/ws", pattern: "/ws", headers: Array(upgrade.dropFirst(2)) + [("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Key", "x")]).status == 400)
+            let cookieFromElsewhere = [("Cookie", "access_token=\(try #require(stack.tokens["alice"]))"), ("Origin", "https://evil.example")]
+            #expect(try await call("GET", "/ws", pattern: "/ws", headers: upgrade + cookieFromElsewhere, as: anonymous).status == 403)
+            let socket = try await TestWebSocket.connect(stack.url, token: stack.tokens["alice"])
+            let clientMessages: [[String: Any]] = [
+                ["type": "subscribe", "thread_id": thread, "last_event_id": "0"],
+                ["type": "ping"],
+                ["type": "send", "thread_id": thread, "content": "over the socket", "client_id": "c-1", "metadata": ["k": 1]],
+                ["type": "subscribe", "thread_id": thread],
+                ["type": "unsubscribe", "thread_id": thread],
+            ]
+            for message in clientMessages {
+                try socket.send(message)
+                contract.webSocketMessage(message, from: "client")
+                // The log's frames and the run's own, before the next message.
+                if message["last_event_id"] != nil { try await socket.waitForMessages(count: 4) { $0["type"] as? String == "event" } }
+                if message["type"] as? String == "send" { try await socket.waitForMessages(count: 1) { $0["type"] as? String == "ack" } }
+            }
+            try await socket.waitForMessages(count: 1) { $0["type"] as? String == "unsubscribed" }
+            let received = Set(socket.messages.compactMap { $0["type"] as? String })
+            #expect(received.isSuperset(of: ["subscribed", "event", "pong", "ack", "error", "unsubscribed"]), "\(received)")
+            for message in socket.messages { contract.webSocketMessage(message, from: "server") }
+            await socket.close()
+
+            // Errors the document promises.
             #expect(try await call("GET", "/chats", pattern: "/chats", as: anonymous).status == 401)
             #expect(try await call("GET", "/chats/not-a-uuid", pattern: "/chats/{thread_id}").status == 400)
             #expect(try await call("GET", "/chats/\(UUID().uuidString.lowercased())", pattern: "/chats/{thread_id}").status == 404)

@@ -14,10 +14,17 @@ public final class RawConnection: Sendable {
         self.state = state
     }
 
-    /// Connects to `host:port` and sends nothing.
-    public static func open(host: String = "127.0.0.1", port: Int, timeout: Duration = .seconds(10)) async throws -> RawConnection {
+    /// Connects to `host:port` and sends nothing. `receiveBufferSize` (SO_RCVBUF) makes a deliberately slow reader
+    /// together with `stopReading()`.
+    public static func open(
+        host: String = "127.0.0.1", port: Int, receiveBufferSize: Int? = nil, timeout: Duration = .seconds(10)
+    ) async throws -> RawConnection {
         let state = NIOLockedValueBox<[UInt8]>([])
-        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        var bootstrap = ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        if let receiveBufferSize {
+            bootstrap = bootstrap.channelOption(ChannelOptions.socketOption(.so_rcvbuf), value: SocketOptionValue(receiveBufferSize))
+        }
+        let channel = try await bootstrap
             .connectTimeout(TimeAmount(timeout))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -63,6 +70,18 @@ public final class RawConnection: Sendable {
         }
         return received.contains(text)
     }
+
+    /// Reads nothing more: the kernel's buffers fill and the server's writes back up.
+    public func stopReading() async throws {
+        try await channel.setOption(ChannelOptions.autoRead, value: false).get()
+    }
+
+    public func resumeReading() async throws {
+        try await channel.setOption(ChannelOptions.autoRead, value: true).get()
+    }
+
+    /// Every byte received so far.
+    public var receivedBytes: [UInt8] { state.withLockedValue { $0 } }
 
     public func close() async {
         try? await channel.close().get()

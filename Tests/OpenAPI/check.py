@@ -9,6 +9,7 @@ the contract tests, each item one of:
      "content_type": "application/json; charset=utf-8", "body": <JSON or null>}
     {"kind": "request", "method": "POST", "path": "/chats", "body": <JSON>}
     {"kind": "frame", "path": "/chats/sse/{thread_id}", "frame": {"id": "...", "event": "...", "data": <JSON>}}
+    {"kind": "ws_message", "path": "/ws", "direction": "client" | "server", "message": <JSON>}
 
 A response must have a documented status, and its body must match the documented schema of its media type; a
 request body must match the operation's request schema; a stream frame must match the schema the stream's
@@ -29,6 +30,15 @@ BASE = "urn:herald:openapi"
 
 def pointer(*parts):
     return "/" + "/".join(str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+def alternative(document, reference, key, body):
+    """The pointer to the alternative of a oneOf schema (`reference`) whose `key` is the body's: checked against
+    that one alternative, the complaints are plain. None when no alternative has it."""
+    name = reference["$ref"].split("/")[-1]
+    alternatives = document["components"]["schemas"][name]["oneOf"]
+    matching = [i for i, a in enumerate(alternatives) if a["properties"][key].get("const") == body.get(key)]
+    return pointer("components", "schemas", name, "oneOf", matching[0]) if matching else None
 
 
 def main():
@@ -90,14 +100,22 @@ def main():
                 continue
             body = sample["frame"]
             where += f' event {body.get("event")}'
-            # The frame schema is a oneOf by event name: check against that event's alternative, for plain messages.
-            name = frame_schema["$ref"].split("/")[-1]
-            alternatives = document["components"]["schemas"][name]["oneOf"]
-            matching = [i for i, a in enumerate(alternatives) if a["properties"]["event"].get("const") == body.get("event")]
-            if not matching:
+            json_pointer = alternative(document, frame_schema, "event", body)
+            if json_pointer is None:
                 failures.append(f"{where}: event not documented")
                 continue
-            json_pointer = pointer("components", "schemas", name, "oneOf", matching[0])
+        elif kind == "ws_message":
+            messages = operation["responses"].get("101", {}).get("x-websocket-messages", {})
+            schema = messages.get(sample["direction"])
+            if schema is None:
+                failures.append(f'{where}: no x-websocket-messages schema for {sample["direction"]} messages')
+                continue
+            body = sample["message"]
+            where += f' {sample["direction"]} {body.get("type")}'
+            json_pointer = alternative(document, schema, "type", body)
+            if json_pointer is None:
+                failures.append(f"{where}: message type not documented")
+                continue
         else:
             failures.append(f"{where}: unknown sample kind")
             continue

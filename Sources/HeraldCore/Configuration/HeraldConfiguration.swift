@@ -61,7 +61,10 @@ public struct HeraldConfiguration: Sendable {
     public var webhookSecrets: [String]
     /// Exact browser origins allowed by CORS (with credentials).
     public var corsOrigins: [String]
+    /// Streams a user may hold open on one node; a WebSocket counts once, whatever it watches.
     public var maxStreamsPerUser: Int
+    /// Threads one WebSocket may watch at once.
+    public var webSocketMaxThreads: Int
     public var sendsPerMinute: Int
     /// Deepest JSON nesting accepted in a request body.
     public var maxJSONDepth: Int
@@ -100,6 +103,7 @@ public struct HeraldConfiguration: Sendable {
         webhookSecrets: [String] = [],
         corsOrigins: [String] = [],
         maxStreamsPerUser: Int = 20,
+        webSocketMaxThreads: Int = 100,
         sendsPerMinute: Int = 30,
         maxJSONDepth: Int = 32,
         connectionLimits: ConnectionLimits = .init()
@@ -135,6 +139,7 @@ public struct HeraldConfiguration: Sendable {
         self.webhookSecrets = webhookSecrets
         self.corsOrigins = corsOrigins
         self.maxStreamsPerUser = maxStreamsPerUser
+        self.webSocketMaxThreads = webSocketMaxThreads
         self.sendsPerMinute = sendsPerMinute
         self.maxJSONDepth = maxJSONDepth
         self.connectionLimits = connectionLimits
@@ -226,6 +231,7 @@ extension HeraldConfiguration {
             }
         }
         configuration.maxStreamsPerUser = try reader.integer("HERALD_MAX_STREAMS_PER_USER", default: defaults.maxStreamsPerUser, range: 1...100_000)
+        configuration.webSocketMaxThreads = try reader.integer("HERALD_WS_MAX_THREADS", default: defaults.webSocketMaxThreads, range: 1...10_000)
         configuration.sendsPerMinute = try reader.integer("HERALD_SENDS_PER_MINUTE", default: defaults.sendsPerMinute, range: 1...1_000_000)
         configuration.maxJSONDepth = try reader.integer("HERALD_MAX_JSON_DEPTH", default: defaults.maxJSONDepth, range: 2...512)
         configuration.connectionLimits = try ConnectionLimits.fromEnvironment(

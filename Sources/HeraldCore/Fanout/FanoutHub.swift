@@ -67,17 +67,48 @@ public final class FanoutHub: Service, Sendable {
         self.subscriptions = ChannelSubscriptions(subscriber: subscriber)
     }
 
+    /// How many streams one user may hold on this node.
+    public struct UserQuota: Sendable {
+        public let user: String
+        public let limit: Int
+
+        public init(user: String, limit: Int) {
+            self.user = user
+            self.limit = limit
+        }
+    }
+
+    /// Takes one of `quota.user`'s stream slots, for a connection that holds several threads' streams under one
+    /// slot (a WebSocket): its streams open with no quota of their own. Given back with `releaseSlot(of:)`.
+    public func reserveSlot(_ quota: UserQuota) throws(TooManyStreams) {
+        let admitted = registry.withLockedValue { registry -> Bool in
+            guard registry.perUser[quota.user, default: 0] < quota.limit else { return false }
+            registry.perUser[quota.user, default: 0] += 1
+            return true
+        }
+        guard admitted else { throw TooManyStreams(limit: quota.limit) }
+    }
+
+    public func releaseSlot(of user: String) {
+        registry.withLockedValue { Self.release(user, in: &$0) }
+    }
+
+    private static func release(_ user: String, in registry: inout Registry) {
+        registry.perUser[user, default: 1] -= 1
+        if registry.perUser[user] == 0 { registry.perUser[user] = nil }
+    }
+
     /// Registers a client of `thread` whose channel `eventLoop` owns, and returns once Redis confirmed the
     /// channel subscription, so that every frame published from now on reaches the stream. The stream is
     /// registered before the subscription is confirmed: a frame arriving right after the confirmation is never
-    /// missed. `user` may hold at most `maxPerUser` streams on this node; the slot is given back when it ends.
+    /// missed. With a `quota`, the stream takes one of the user's slots (`TooManyStreams` when none is left) and
+    /// gives it back when it ends; without, its connection holds a slot already (`reserveSlot`).
     public func open(
-        thread: UUID, user: String, maxPerUser: Int, limits: StreamConnection.Limits, eventLoop: any EventLoop
+        thread: UUID, quota: UserQuota?, limits: StreamConnection.Limits, eventLoop: any EventLoop
     ) async throws -> (connection: StreamConnection, logPosition: StreamID?) {
         let channel = keys.channel(thread)
-        let id = try registry.withLockedValue { registry throws(TooManyStreams) -> UInt64 in
-            guard registry.perUser[user, default: 0] < maxPerUser else { throw TooManyStreams(limit: maxPerUser) }
-            registry.perUser[user, default: 0] += 1
+        if let quota { try reserveSlot(quota) }
+        let id = registry.withLockedValue { registry -> UInt64 in
             registry.nextID += 1
             return registry.nextID
         }
@@ -85,8 +116,7 @@ public final class FanoutHub: Service, Sendable {
         let connection = StreamConnection(id: id, thread: thread, eventLoop: eventLoop, limits: limits) {
             [registry, subscriptions] connection, _ in
             let holdsReference = registry.withLockedValue { registry -> Bool in
-                registry.perUser[user, default: 1] -= 1
-                if registry.perUser[user] == 0 { registry.perUser[user] = nil }
+                if let quota { FanoutHub.release(quota.user, in: &registry) }
                 return FanoutHub.unregister(connection, channel: channel, in: &registry)
             }
             if eventLoop.inEventLoop {

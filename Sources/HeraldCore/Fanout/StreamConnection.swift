@@ -45,6 +45,8 @@ public final class StreamConnection: Sendable {
         /// `event: heartbeat` with the interval, also sent right after connecting, so that a browser can tell a
         /// stale connection (no frame or heartbeat for a while) from a quiet thread.
         case event(intervalSeconds: Double)
+        /// None from the stream: its transport keeps the connection alive itself (WebSocket pings).
+        case byTransport
     }
 
     /// What `begin` needs to send the start of the stream.
@@ -179,10 +181,12 @@ public final class StreamConnection: Sendable {
         let state = self.state.value
         state.sink = sink
         state.beginning = beginning
-        let heartbeat = ByteBuffer(string: Self.heartbeatText(beginning.heartbeat))
-        state.heartbeat = OutgoingFrame(heartbeat, id: nil)
         var preamble = ByteBuffer(string: FrameEncoder.preamble)
-        if case .event = beginning.heartbeat { preamble.writeImmutableBuffer(heartbeat) }
+        if let text = Self.heartbeatText(beginning.heartbeat) {
+            let heartbeat = ByteBuffer(string: text)
+            state.heartbeat = OutgoingFrame(heartbeat, id: nil)
+            if case .event = beginning.heartbeat { preamble.writeImmutableBuffer(heartbeat) }
+        }
         write(preamble, state)
         switch state.phase {
         case .opening:
@@ -408,10 +412,11 @@ public final class StreamConnection: Sendable {
         handler?(reason)
     }
 
-    private static func heartbeatText(_ heartbeat: Heartbeat) -> String {
+    private static func heartbeatText(_ heartbeat: Heartbeat) -> String? {
         switch heartbeat {
         case .comment: FrameEncoder.heartbeat
         case .event(let intervalSeconds): FrameEncoder.heartbeatEvent(intervalSeconds: intervalSeconds)
+        case .byTransport: nil
         }
     }
 

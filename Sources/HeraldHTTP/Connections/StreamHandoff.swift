@@ -5,9 +5,12 @@ import HummingbirdCore
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOHTTP1
 import NIOHTTPTypes
+import NIOHTTPTypesHTTP1
 
-/// Runs stream requests (`GET /chats/sse/…`) outside Hummingbird's per-connection task.
+/// Runs stream requests (`GET /chats/sse/…`, and the WebSocket upgrade `GET /ws`) outside Hummingbird's
+/// per-connection task.
 ///
 /// Hummingbird keeps one task per connection for as long as the connection lives, and a task keeps the stack
 /// its deepest call needed (middleware, token verification, the route) until it ends: about 20 KiB that an
@@ -20,7 +23,9 @@ import NIOHTTPTypes
 /// A connection whose first request is a stream never gets a Hummingbird task at all (`firstRequest` tells the
 /// child channel which it is); one whose first request is not gets its task and async channel only then, and a
 /// stream it asks for later is still taken here, as long as no response of Hummingbird's is outstanding (so
-/// pipelined responses keep their order). Anything else passes through untouched.
+/// pipelined responses keep their order). A WebSocket upgrade is taken only as a connection's first request: the
+/// connection then becomes the `WebSocketSession`'s, with no HTTP handler left. Anything else passes through
+/// untouched.
 final class StreamHandoff: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
@@ -32,21 +37,32 @@ final class StreamHandoff: ChannelDuplexHandler, RemovableChannelHandler {
         let responder: RouterResponder<HeraldRequestContext>
         let logger: Logger
 
-        /// Whether a request is one this handler takes.
-        static func handles(_ head: HTTPRequest) -> Bool {
-            head.method == .get && head.path?.hasPrefix("/chats/sse/") == true
+        /// Whether a request is one this handler takes; `first`: the connection's first request.
+        static func handles(_ head: HTTPRequest, first: Bool) -> Bool {
+            guard head.method == .get, let path = head.path else { return false }
+            if path.hasPrefix("/chats/sse/") { return true }
+            return first && (path == "/ws" || path.hasPrefix("/ws?"))
         }
     }
 
-    /// Where the stream route leaves the stream it opened for a request run here.
+    /// Where a route run here leaves what the connection becomes: the stream it opened, or a WebSocket session.
     final class Slot: Sendable {
-        private let opened = NIOLockedValueBox<StreamConnection?>(nil)
-
-        func hold(_ connection: StreamConnection) {
-            opened.withLockedValue { $0 = connection }
+        enum Taken: Sendable {
+            case stream(StreamConnection)
+            case webSocket(WebSocketSession.Setup)
         }
 
-        var connection: StreamConnection? { opened.withLockedValue { $0 } }
+        private let taken = NIOLockedValueBox<Taken?>(nil)
+
+        func hold(_ connection: StreamConnection) {
+            taken.withLockedValue { $0 = .stream(connection) }
+        }
+
+        func hold(webSocket setup: WebSocketSession.Setup) {
+            taken.withLockedValue { $0 = .webSocket(setup) }
+        }
+
+        var value: Taken? { taken.withLockedValue { $0 } }
     }
 
     /// How the connection's first request turned out.
@@ -142,7 +158,7 @@ final class StreamHandoff: ChannelDuplexHandler, RemovableChannelHandler {
             parts.append(part)
             mode = .holding(parts)
         case .awaitingFirstRequest:
-            if case .head(let head) = part, Runner.handles(head) {
+            if case .head(let head) = part, Runner.handles(head, first: true) {
                 run(head, context: context)
                 firstRequestIs(.stream)
             } else {
@@ -151,7 +167,7 @@ final class StreamHandoff: ChannelDuplexHandler, RemovableChannelHandler {
             }
         case .passing:
             if case .head(let head) = part {
-                if outstanding == 0, Runner.handles(head) {
+                if outstanding == 0, Runner.handles(head, first: false) {
                     run(head, context: context)
                     return
                 }
@@ -194,10 +210,16 @@ final class StreamHandoff: ChannelDuplexHandler, RemovableChannelHandler {
             } catch {
                 response = Response(status: .internalServerError)
             }
-            if let stream = slot.connection {
-                let head = response.head
+            let head = response.head
+            switch slot.value {
+            case .stream(let stream)?:
                 channel.eventLoop.execute { handoff.value.startStream(head, stream) }
                 return
+            case .webSocket(let setup)?:
+                channel.eventLoop.execute { handoff.value.upgrade(head, setup) }
+                return
+            case nil:
+                break
             }
             let body = BufferingBodyWriter()
             do {
@@ -206,7 +228,6 @@ final class StreamHandoff: ChannelDuplexHandler, RemovableChannelHandler {
                 channel.close(promise: nil)
                 return
             }
-            let head = response.head
             let buffers = body.buffers
             channel.eventLoop.execute { handoff.value.respond(head, buffers) }
         }
@@ -225,6 +246,36 @@ final class StreamHandoff: ChannelDuplexHandler, RemovableChannelHandler {
         stream.whenFinished { reason in
             StreamRoute.count(reason)
             handoff.value.endStream()
+        }
+    }
+
+    /// The upgrade was accepted: `101` goes out, and the connection's HTTP handlers make way for the session.
+    private func upgrade(_ head: HTTPResponse, _ setup: WebSocketSession.Setup) {
+        guard let context, context.channel.isActive, !shuttingDown else {
+            setup.abandon()
+            self.context?.close(promise: nil)
+            return
+        }
+        var head = head
+        head.headerFields[.contentLength] = nil
+        context.writeAndFlush(wrapOutboundOut(.head(head)), promise: nil)
+        let pipeline = context.pipeline.syncOperations
+        do {
+            let httpHandlers: [any RemovableChannelHandler] = [
+                try pipeline.handler(type: RequestStartObserver.self),
+                try pipeline.handler(type: HTTPResponseEncoder.self),
+                try pipeline.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self),
+                try pipeline.handler(type: MalformedRequestResponder.self),
+                try pipeline.handler(type: RequestTimeoutHandler.self),
+                try pipeline.handler(type: ConnectionPersistenceHandler.self),
+                try pipeline.handler(type: HTTP1ToHTTPServerCodec.self),
+                try pipeline.handler(type: HTTPConnectionStateHandler.self),
+                self,
+            ]
+            try WebSocketSession.install(setup, replacingHTTPOf: pipeline, httpHandlers: httpHandlers)
+        } catch {
+            setup.abandon()
+            context.close(promise: nil)
         }
     }
 

@@ -42,6 +42,11 @@ final class ContractRecorder: Sendable {
         }
     }
 
+    /// A WebSocket message on `/ws`, sent by the client or the server.
+    func webSocketMessage(_ message: [String: Any], from direction: String) {
+        record(["kind": "ws_message", "method": "GET", "path": "/ws", "direction": direction, "message": message])
+    }
+
     private func record(_ sample: [String: Any]) {
         guard let data = try? JSONSerialization.data(withJSONObject: sample, options: [.sortedKeys]) else {
             Issue.record("not JSON-serializable: \(sample)")

@@ -77,6 +77,29 @@ struct DeltaPublisher {
         })
     }
 
+    static let slowConsumer = #"reason="slow_consumer""#
+
+    /// Publishes 1 MiB rounds of deltas (indexes from 0) until `counter{reason="slow_consumer"}` shows a reader
+    /// cut off, and returns how many were published. The kernel buffers megabytes for a socket nobody reads
+    /// (send-buffer autotuning, 4 MiB by default on Linux) before Herald's own queue fills.
+    static func floodUntilCut(api: API, run: String, counter: String) async throws -> Int {
+        let payload = String(repeating: "x", count: 16 * 1024)
+        let round = 64
+        var total = 0
+        var cut = false
+        while !cut && total < 16 * round {
+            try await burst(api: api, run: run, indexes: total..<(total + round), concurrency: 4) { "\($0):\(payload)" }.finish()
+            total += round
+            cut = try await api.metric(counter, label: slowConsumer) == 1
+        }
+        if !cut {
+            try await eventually(timeout: .seconds(3), "a slow reader is cut off as a slow consumer") {
+                try await api.metric(counter, label: slowConsumer) == 1
+            }
+        }
+        return total
+    }
+
     /// Waits for the last post; records an issue for every post not answered `200 accepted`.
     func finish() async throws {
         let failures = try await task.value

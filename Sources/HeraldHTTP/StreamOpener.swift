@@ -1,0 +1,90 @@
+import Foundation
+import HeraldCore
+import HTTPTypes
+import Logging
+import NIOCore
+
+/// Opening a thread's stream for a user, the same for every transport (an SSE response, a WebSocket's
+/// subscription): the owner check, the subscription, the resume decision, and the start on the channel's loop.
+struct StreamOpener: Sendable {
+    let store: ChatStore
+    let hub: FanoutHub
+    let replayer: LogReplayer
+    let configuration: HeraldConfiguration
+
+    /// Where a client that sent `lastEventID` (a `Last-Event-ID`) is; `0` means from the start of the log.
+    static func start(lastEventID text: String?) -> StreamConnection.Start {
+        guard let text, !text.isEmpty else { return .live }
+        guard let id = StreamID(text) else { return .malformed }
+        return .after(id)
+    }
+
+    /// The streams `user` may hold on this node at once.
+    func quota(of user: String) -> FanoutHub.UserQuota {
+        .init(user: user, limit: configuration.maxStreamsPerUser)
+    }
+
+    /// Opens `thread`'s stream for `user` on `channel`, and begins it on the channel's event loop with the sink
+    /// `attach` returns there. A thread another user owns is `NotFound`, like a missing one.
+    func open(
+        thread: UUID, user: String, start: StreamConnection.Start, heartbeat: StreamConnection.Heartbeat,
+        quota: FanoutHub.UserQuota?, channel: any Channel, logger: Logger,
+        attach: @escaping @Sendable (StreamConnection) throws -> any StreamSink
+    ) async throws -> StreamConnection {
+        // A thread watched here already needs no PostgreSQL read: its owner never changes, and its deletion
+        // reaches this node's subscription.
+        if let owner = hub.knownOwner(of: thread) {
+            guard owner == user else { throw NotFound(what: "thread") }
+        } else {
+            guard try await store.threadExists(thread, owner: user) else { throw NotFound(what: "thread") }
+        }
+        // Subscribed before anything is read from the log: frames published from here on are queued.
+        let connection: StreamConnection
+        let logPosition: StreamID?
+        do {
+            (connection, logPosition) = try await hub.open(
+                thread: thread, quota: quota,
+                limits: .init(maxFrames: configuration.streamQueueMaxFrames, maxBytes: configuration.streamQueueMaxBytes),
+                eventLoop: channel.eventLoop
+            )
+        } catch let error as FanoutHub.TooManyStreams {
+            var apiError = APIError(.tooManyRequests, "too_many_streams", "at most \(error.limit) open streams per user")
+            apiError.headers[.retryAfter] = "5"
+            throw apiError
+        }
+        hub.rememberOwner(user, of: connection)
+        // A resume starts after the client's id; anything else (live, or a malformed id answered with resync)
+        // counts from the log's newest id, where a catch-up after a subscriber outage begins.
+        let baseline: StreamID
+        do {
+            if case .after = start {
+                baseline = .zero
+            } else if let logPosition {
+                // Known on this node: another stream watches the thread.
+                baseline = logPosition
+            } else {
+                baseline = try await replayer.latestID(of: thread)
+                hub.rememberLogPosition(baseline, of: thread)
+            }
+        } catch {
+            connection.end(.clientGone)
+            throw error
+        }
+        let beginning = StreamConnection.Beginning(
+            start: start, baseline: baseline, heartbeat: heartbeat, replayer: replayer, logger: logger,
+            reconnectSpreadSeconds: configuration.drainSeconds
+        )
+        do {
+            // From here the stream runs on the channel's event loop.
+            try await channel.eventLoop.submit {
+                guard channel.isActive else { throw ChannelError.ioOnClosedChannel }
+                connection.begin(sink: try attach(connection), beginning)
+            }.get()
+        } catch {
+            // The client left (or the transport refused the stream) before it began.
+            connection.end(.clientGone)
+            throw error
+        }
+        return connection
+    }
+}
