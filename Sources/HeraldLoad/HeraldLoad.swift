@@ -65,6 +65,7 @@ struct HeraldLoad: AsyncParsableCommand {
     @Option(help: "Plain pub/sub mode: the path subscribers GET (text/event-stream).") var subscribePath: String?
     @Option(help: "Plain pub/sub mode: the path deltas are POSTed to.") var publishPath: String?
     @Flag(help: "--pid is the root of a process tree: CPU and RSS are summed over it and its children.") var pidTree = false
+    @Flag(help: "Subscribers read Herald's WebSocket (GET /ws, one thread per socket) instead of its SSE streams.") var webSocket = false
 
     func validate() throws {
         guard (0...100_000).contains(subscribers) else { throw ValidationError("--subscribers must be 0…100000") }
@@ -82,6 +83,7 @@ struct HeraldLoad: AsyncParsableCommand {
             throw ValidationError("--webhook-auth token takes one thread")
         }
         if (subscribePath == nil) != (publishPath == nil) { throw ValidationError("--subscribe-path and --publish-path go together") }
+        if webSocket && subscribePath != nil { throw ValidationError("--web-socket is Herald's own; plain mode subscribes over SSE") }
         for path in [subscribePath, publishPath].compactMap(\.self) where !path.hasPrefix("/") {
             throw ValidationError("paths start with /, got \(path)")
         }
@@ -148,6 +150,7 @@ struct LoadContext: Sendable {
     let agent: Target?
     /// Plain pub/sub mode: where subscribers read and deltas are posted.
     let plain: (subscribe: String, publish: String)?
+    let transport: Subscriber.Transport
     let group: MultiThreadedEventLoopGroup
 
     init(
@@ -167,8 +170,10 @@ struct LoadContext: Sendable {
         probes = Probes(herald: options.pid, heraldIsTree: options.pidTree, redis: options.redisPid, postgres: options.postgresPid)
         if let subscribe = options.subscribePath, let publish = options.publishPath {
             plain = (subscribe, publish)
+            transport = .plain
         } else {
             plain = nil
+            transport = options.webSocket ? .webSocket : .sse
         }
         threads = options.threads
         holdSeconds = options.holdSeconds
@@ -237,11 +242,11 @@ struct LoadContext: Sendable {
             let batch = await withTaskGroup(of: Result<Subscriber, any Error>.self) { tasks in
                 for index in range {
                     let path = paths[index % paths.count]
-                    tasks.addTask { [target, userHeaders, group, plain] in
+                    tasks.addTask { [target, userHeaders, group, transport] in
                         do {
                             return .success(
                                 try await Subscriber.open(
-                                    target, path: path, source: index % paths.count, headers: userHeaders, plain: plain != nil,
+                                    target, path: path, source: index % paths.count, headers: userHeaders, transport: transport,
                                     expected: expected, progress: progress, group: group
                                 )
                             )

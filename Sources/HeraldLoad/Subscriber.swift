@@ -37,10 +37,17 @@ struct Subscriber: Sendable {
     let connected: EventLoopPromise<Void>
     /// Which delta source (thread or channel) it reads.
     let source: Int
+    /// What its handler counted; read on the channel's loop.
+    let tally: NIOLoopBound<TallyBox>
 
-    /// `plain`: another hub's stream, ready at its 200 head, deltas in any event's data.
+    /// How a subscriber reads: Herald's SSE stream, another hub's (`plain`: ready at its 200 head, deltas in any
+    /// event's data), or Herald's WebSocket subscribed to the stream's thread.
+    enum Transport: Sendable {
+        case sse, plain, webSocket
+    }
+
     static func open(
-        _ target: Target, path uri: String, source: Int, headers: [(String, String)], plain: Bool, expected: Int,
+        _ target: Target, path uri: String, source: Int, headers: [(String, String)], transport: Transport, expected: Int,
         progress: Progress, group: any EventLoopGroup, timeout: TimeAmount = .seconds(15)
     ) async throws -> Subscriber {
         let host = target.hostHeader
@@ -50,14 +57,25 @@ struct Subscriber: Sendable {
             .connect(to: target.address) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let connected = channel.eventLoop.makePromise(of: Void.self)
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                    try channel.pipeline.syncOperations.addHandler(
-                        SSESubscriberHandler(
-                            uri: uri, host: host, headers: headers, plain: plain, expected: expected, progress: progress,
-                            connected: connected
+                    let tally = TallyBox(DeltaTally(expected: expected, progress: progress))
+                    let pipeline = channel.pipeline.syncOperations
+                    switch transport {
+                    case .sse, .plain:
+                        try pipeline.addHTTPClientHandlers()
+                        try pipeline.addHandler(
+                            SSESubscriberHandler(
+                                uri: uri, host: host, headers: headers, plain: transport == .plain, tally: tally, connected: connected
+                            )
                         )
+                    case .webSocket:
+                        let thread = String(uri.split(separator: "/").last ?? "")
+                        try pipeline.addHandler(
+                            WebSocketSubscriberHandler(thread: thread, host: host, headers: headers, tally: tally, connected: connected)
+                        )
+                    }
+                    return Subscriber(
+                        channel: channel, connected: connected, source: source, tally: NIOLoopBound(tally, eventLoop: channel.eventLoop)
                     )
-                    return Subscriber(channel: channel, connected: connected, source: source)
                 }
             }
         let promise = subscriber.connected
@@ -76,10 +94,8 @@ struct Subscriber: Sendable {
     }
 
     func result(accepted: [Bool]) async throws -> SubscriberResult {
-        let channel = self.channel
-        return try await channel.eventLoop.submit {
-            try channel.pipeline.syncOperations.handler(type: SSESubscriberHandler.self).result(accepted: accepted)
-        }.get()
+        let tally = self.tally
+        return try await channel.eventLoop.submit { tally.value.tally.result(accepted: accepted) }.get()
     }
 
     func close() async {
@@ -99,37 +115,20 @@ final class SSESubscriberHandler: ChannelInboundHandler {
     private let host: String
     private let headers: [(String, String)]
     private let plain: Bool
-    private let expected: Int
-    private let progress: Progress
+    private let tally: TallyBox
     private let connected: EventLoopPromise<Void>
-
-    private var counts: [UInt16]
-    private var distinct = 0
-    private var frames = 0
-    private var malformed = 0
-    private var outOfRange = 0
-    private var latencies: [Int64] = []
-    private var lastReceive: UInt64 = 0
-    private var isComplete = false
-    private var isClosed = false
 
     private var pending = ByteBuffer()
     private var inDeltaFrame = false
 
-    init(
-        uri: String, host: String, headers: [(String, String)], plain: Bool, expected: Int, progress: Progress,
-        connected: EventLoopPromise<Void>
-    ) {
+    init(uri: String, host: String, headers: [(String, String)], plain: Bool, tally: TallyBox, connected: EventLoopPromise<Void>) {
         self.uri = uri
         self.host = host
         self.headers = headers
         self.plain = plain
         self.inDeltaFrame = plain
-        self.expected = expected
-        self.progress = progress
+        self.tally = tally
         self.connected = connected
-        self.counts = [UInt16](repeating: 0, count: expected)
-        self.latencies.reserveCapacity(expected)
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -161,11 +160,8 @@ final class SSESubscriberHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        isClosed = true
         connected.fail(LoadError("GET \(uri): connection closed before `: connected`"))
-        if !isComplete {
-            progress.closedEarly.wrappingAdd(1, ordering: .relaxed)
-        }
+        tally.tally.closed()
         context.fireChannelInactive()
     }
 
@@ -196,8 +192,8 @@ final class SSESubscriberHandler: ChannelInboundHandler {
             case .otherEvent: inDeltaFrame = plain
             case .connectedComment: connected.succeed()
             case .other: break
-            case .badData: malformed += 1
-            case .deltaData(let index, let sent): record(index: index, sentNanos: sent, receivedAt: now)
+            case .badData: tally.tally.malformed += 1
+            case .deltaData(let index, let sent): tally.tally.record(index: index, sentNanos: sent, receivedAt: now)
             }
         }
         if pending.readableBytes == 0 {
@@ -211,7 +207,6 @@ final class SSESubscriberHandler: ChannelInboundHandler {
     private static let deltaName = Array("delta".utf8)
     private static let dataPrefix = Array("data: ".utf8)
     private static let connectedLine = Array(": connected".utf8)
-    private static let deltaKey = Array("\"delta\":\"".utf8)
 
     private static func classify(_ line: UnsafeRawBufferPointer, inDeltaFrame: Bool) -> Line {
         if line.isEmpty || (line.count == 1 && line[0] == 0x0D) { return .blank }
@@ -220,22 +215,53 @@ final class SSESubscriberHandler: ChannelInboundHandler {
         }
         if line.starts(with: dataPrefix) {
             guard inDeltaFrame else { return .other }
-            guard let start = find(deltaKey, in: line) else { return .badData }
-            var position = start + deltaKey.count
-            guard let index = readNumber(line, &position), position < line.count, line[position] == UInt8(ascii: ":") else {
-                return .badData
-            }
-            position += 1
-            guard let sent = readNumber(line, &position), position < line.count, line[position] == UInt8(ascii: ":") else {
-                return .badData
-            }
-            return .deltaData(index: Int(index), sentNanos: sent)
+            guard let delta = DeltaTally.delta(in: line) else { return .badData }
+            return .deltaData(index: delta.index, sentNanos: delta.sentNanos)
         }
         if line.elementsEqual(connectedLine) { return .connectedComment }
         return .other
     }
+}
 
-    private static func find(_ needle: [UInt8], in haystack: UnsafeRawBufferPointer) -> Int? {
+/// The deltas one subscriber received, whatever its transport: which indexes, how often, how late.
+struct DeltaTally {
+    let expected: Int
+    let progress: Progress
+    private var counts: [UInt16]
+    private var distinct = 0
+    private var frames = 0
+    var malformed = 0
+    private var outOfRange = 0
+    private var latencies: [Int64] = []
+    private var lastReceive: UInt64 = 0
+    private var isComplete = false
+    private var isClosed = false
+
+    init(expected: Int, progress: Progress) {
+        self.expected = expected
+        self.progress = progress
+        self.counts = [UInt16](repeating: 0, count: expected)
+        self.latencies.reserveCapacity(expected)
+    }
+
+    private static let deltaKey = Array("\"delta\":\"".utf8)
+
+    /// The index and send time in a delta's text (`"delta":"<index>:<send nanos>:<padding>"`) within `bytes`.
+    static func delta(in bytes: UnsafeRawBufferPointer) -> (index: Int, sentNanos: UInt64)? {
+        guard let start = find(deltaKey, in: bytes) else { return nil }
+        var position = start + deltaKey.count
+        guard let index = readNumber(bytes, &position), position < bytes.count, bytes[position] == UInt8(ascii: ":") else { return nil }
+        position += 1
+        guard let sent = readNumber(bytes, &position), position < bytes.count, bytes[position] == UInt8(ascii: ":") else { return nil }
+        return (Int(index), sent)
+    }
+
+    mutating func closed() {
+        isClosed = true
+        if !isComplete { progress.closedEarly.wrappingAdd(1, ordering: .relaxed) }
+    }
+
+    static func find(_ needle: [UInt8], in haystack: UnsafeRawBufferPointer) -> Int? {
         guard haystack.count >= needle.count, let base = haystack.baseAddress else { return nil }
         var offset = 0
         while offset + needle.count <= haystack.count {
@@ -257,7 +283,7 @@ final class SSESubscriberHandler: ChannelInboundHandler {
         return position > start ? value : nil
     }
 
-    private func record(index: Int, sentNanos: UInt64, receivedAt now: UInt64) {
+    mutating func record(index: Int, sentNanos: UInt64, receivedAt now: UInt64) {
         frames += 1
         lastReceive = now
         progress.frames.wrappingAdd(1, ordering: .relaxed)
@@ -292,5 +318,14 @@ final class SSESubscriberHandler: ChannelInboundHandler {
             if count > 1 { result.duplicates += count - 1 }
         }
         return result
+    }
+}
+
+/// A subscriber's tally, shared by its handler and the `Subscriber` that reads it; confined to the channel's loop.
+final class TallyBox {
+    var tally: DeltaTally
+
+    init(_ tally: DeltaTally) {
+        self.tally = tally
     }
 }
