@@ -45,7 +45,8 @@ OUT=${BENCH_OUT:-$DATA/bench-$(date +%Y%m%d-%H%M%S)}
 # trio posts the same webhooks at the same rate to 1, 100 and 1000 subscribers: what fan-out itself
 # costs; fanout-1000-4k repeats the 1000 with 4000-byte deltas (a per-subscriber encoding would
 # show up there). fanout-max-1000 finds the ceiling (1000 webhooks: each stream's backlog stays
-# under the 1024-frame slow-consumer bound).
+# under the 1024-frame slow-consumer bound). The *-ws rows repeat theirs with WebSocket subscribers (GET /ws,
+# one thread per socket) instead of SSE streams.
 SCENARIOS=(
     "webhooks-max|--subscribers 1 --webhooks 5000 --concurrency 16 --rate 0"
     "webhooks-max-token|--subscribers 1 --webhooks 5000 --concurrency 16 --rate 0 --webhook-auth token --agent-url http://127.0.0.1:$BENCH_AGENT_PORT"
@@ -54,8 +55,11 @@ SCENARIOS=(
     "fanout-1000|--subscribers 1000 --webhooks 500 --rate 25"
     "fanout-1000-4k|--subscribers 1000 --webhooks 500 --rate 25 --payload-bytes 4000"
     "fanout-max-1000|--subscribers 1000 --webhooks 1000 --concurrency 8 --rate 0"
+    "fanout-1000-ws|--subscribers 1000 --webhooks 500 --rate 25 --web-socket"
+    "fanout-max-1000-ws|--subscribers 1000 --webhooks 1000 --concurrency 8 --rate 0 --web-socket"
     "connections-1000|--connections-only --subscribers 1000"
     "connections-5000|--connections-only --subscribers 5000"
+    "connections-5000-ws|--connections-only --subscribers 5000 --web-socket"
 )
 WARMUP="--subscribers 10 --webhooks 1000 --concurrency 8 --rate 0"
 
