@@ -289,11 +289,39 @@ public final class RunCoordinator: Sendable {
     // MARK: Threads
 
     public func deleteThread(_ thread: UUID, owner: String) async throws {
-        guard try await store.deleteThread(thread, owner: owner) else { throw NotFound(what: "thread") }
-        do {
-            try await publisher.publish([.threadDeleted(.init(threadID: thread))], thread: thread)
-        } catch {
-            logger.warning("thread deleted but thread_deleted could not be published", metadata: ["thread": "\(thread.text)", "error": "\(error)"])
+        guard try await !deleteThreads([thread], owner: owner).isEmpty else { throw NotFound(what: "thread") }
+    }
+
+    /// Deletes those of `threads` that are the owner's (others' and missing ones alike are left out of the answer),
+    /// then publishes `thread_deleted` on each deleted thread.
+    public func deleteThreads(_ threads: [UUID], owner: String) async throws -> Set<UUID> {
+        let deleted = try await store.deleteThreads(threads, owner: owner)
+        await announceDeleted(deleted)
+        return deleted
+    }
+
+    /// Deletes the owner's threads without messages, publishing `thread_deleted` on each; returns them, newest first.
+    public func deleteEmptyThreads(owner: String) async throws -> [UUID] {
+        let deleted = try await store.deleteEmptyThreads(owner: owner)
+        await announceDeleted(deleted)
+        return deleted
+    }
+
+    /// `thread_deleted` on each thread, concurrently. The threads are gone whatever Redis says: a failed publish is
+    /// logged (open streams then end when their client reconnects and gets 404).
+    private func announceDeleted(_ threads: some Collection<UUID>) async {
+        await withTaskGroup(of: Void.self) { group in
+            for thread in threads {
+                group.addTask { [publisher, logger] in
+                    do {
+                        try await publisher.publish([.threadDeleted(.init(threadID: thread))], thread: thread)
+                    } catch {
+                        logger.warning(
+                            "thread deleted but thread_deleted could not be published", metadata: ["thread": "\(thread.text)", "error": "\(error)"]
+                        )
+                    }
+                }
+            }
         }
     }
 

@@ -76,9 +76,37 @@ public struct ChatStore: Sendable {
         try await !pool.query("SELECT 1 FROM threads WHERE id = $1::uuid AND owner = $2", [id.text, owner]).rows.isEmpty
     }
 
-    /// Deletes the thread with its messages and runs; false when there was no such thread.
-    public func deleteThread(_ id: UUID, owner: String) async throws -> Bool {
-        try await pool.query("DELETE FROM threads WHERE id = $1::uuid AND owner = $2", [id.text, owner]).affectedRows > 0
+    /// Sets the title, or clears it with nil; the thread counts as updated.
+    public func renameThread(_ id: UUID, owner: String, title: String?) async throws -> ChatThread {
+        let result = try await pool.query(
+            "UPDATE threads SET title = $3, updated_at = clock_timestamp() WHERE id = $1::uuid AND owner = $2 RETURNING \(SQL.threadColumns)",
+            [id.text, owner, title]
+        )
+        guard let row = result.rows.first else { throw NotFound(what: "thread") }
+        return try SQL.thread(row)
+    }
+
+    /// Deletes those of `ids` that are the owner's, with their messages and runs, in one statement; returns them.
+    public func deleteThreads(_ ids: [UUID], owner: String) async throws -> Set<UUID> {
+        let rows = try await pool.query(
+            "DELETE FROM threads WHERE owner = $1 AND id = ANY($2::uuid[]) RETURNING id",
+            [owner, "{" + ids.map(\.text).joined(separator: ",") + "}"]
+        ).rows
+        return Set(try rows.map { try SQL.uuid($0, "id") })
+    }
+
+    /// Deletes the owner's threads that have no message; returns them, newest first.
+    public func deleteEmptyThreads(owner: String) async throws -> [UUID] {
+        try await pool.query(
+            """
+            WITH deleted AS (
+                DELETE FROM threads WHERE owner = $1 AND NOT EXISTS (SELECT 1 FROM messages WHERE messages.thread_id = threads.id)
+                RETURNING id, created_at
+            )
+            SELECT id FROM deleted ORDER BY created_at DESC, id DESC
+            """,
+            [owner]
+        ).rows.map { try SQL.uuid($0, "id") }
     }
 
     // MARK: Messages
