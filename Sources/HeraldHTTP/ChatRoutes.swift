@@ -45,6 +45,8 @@ struct ChatRoutes {
     struct SendResult: Encodable {
         let message: ChatMessage
         let run: ChatRun
+        /// True when the reply came from the response cache (the run is `completed` already); omitted otherwise.
+        let cached: Bool?
     }
 
     /// Ids as `UUID.text`: lowercase, like every id Herald writes.
@@ -154,13 +156,14 @@ struct ChatRoutes {
         let user = try context.requireUser()
         let fields = try Fields(
             object: try await RequestBody.jsonObject(of: request, limit: configuration.maxBodyBytes, maxDepth: configuration.maxJSONDepth),
-            allowed: ["content", "metadata"]
+            allowed: ["content", "metadata", "use_cache"]
         )
         guard let content = try fields.optionalString("content", maxBytes: configuration.maxContentBytes) else {
             throw APIError.invalid("content is required")
         }
         guard !content.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else { throw APIError.invalid("content must not be empty") }
         let metadata = try fields.metadata()
+        let useCache = try fields.optionalBool("use_cache") ?? false
         do {
             try await rateLimiter.admit(user)
         } catch let exceeded as SendRateLimiter.Exceeded {
@@ -168,7 +171,7 @@ struct ChatRoutes {
             error.headers[.retryAfter] = String(exceeded.retryAfterSeconds)
             throw error
         }
-        let (message, run) = try await coordinator.send(thread: id, owner: user, content: content, metadata: metadata)
-        return try JSONResponse.make(.accepted, SendResult(message: message, run: run))
+        let sent = try await coordinator.send(thread: id, owner: user, content: content, metadata: metadata, useCache: useCache)
+        return try JSONResponse.make(.accepted, SendResult(message: sent.message, run: sent.run, cached: sent.cached ? true : nil))
     }
 }

@@ -63,6 +63,15 @@ struct Fields {
         }
     }
 
+    /// A boolean; null or absent is nil, anything else (`"true"`, `1`) is refused.
+    func optionalBool(_ key: String) throws -> Bool? {
+        switch object[key] {
+        case nil, .null?: return nil
+        case .bool(let value)?: return value
+        default: throw APIError.invalid("\(key) must be a boolean")
+        }
+    }
+
     /// A list of at most `max` UUIDs, duplicates dropped, in the order given. A string that is not a UUID is
     /// `invalid_id`, named by its position.
     func uuids(_ key: String, max: Int) throws -> [UUID] {
