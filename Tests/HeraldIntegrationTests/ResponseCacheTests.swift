@@ -24,8 +24,7 @@ struct ResponseCacheTests {
         try await withStack(nodes: 2, environment: ["HERALD_CACHE_TTL_SECONDS": "60"]) { stack in
             let nodeA = stack.api(node: 0), nodeB = stack.api(node: 1)
             let first = try await nodeA.createThread()
-            let firstStream = try await nodeA.openStream(first)
-            try await firstStream.waitForComment(containing: "connected")
+            let firstStream = try await nodeA.connectedStream(first)
             let missed = try await nodeA.send(first, "What is the  Answer?", useCache: true)
             #expect(missed["cached"] == nil)
             let missedRun = try #require((missed["run"] as? [String: Any])?["id"] as? String)
@@ -37,8 +36,7 @@ struct ResponseCacheTests {
             #expect(try await stack.engineRuns() == 1)
 
             let second = try await nodeB.createThread()
-            let stream = try await nodeB.openStream(second)
-            try await stream.waitForComment(containing: "connected")
+            let stream = try await nodeB.connectedStream(second)
             let hit = try await nodeB.send(second, "  what IS the answer?\n", useCache: true)
             #expect(hit["cached"] as? Bool == true)
             let run = try #require(hit["run"] as? [String: Any])
@@ -89,8 +87,7 @@ struct ResponseCacheTests {
         try await withStack(environment: ["HERALD_CACHE_TTL_SECONDS": "1"]) { stack in
             let api = stack.api()
             let thread = try await api.createThread()
-            let stream = try await api.openStream(thread)
-            try await stream.waitForComment(containing: "connected")
+            let stream = try await api.connectedStream(thread)
             let first = try await api.send(thread, "short lived", useCache: true)
             let firstRun = try #require((first["run"] as? [String: Any])?["id"] as? String)
             #expect(try await finalStatus(on: stream, run: firstRun) == "completed")
@@ -112,8 +109,7 @@ struct ResponseCacheTests {
         try await withStack(environment: ["HERALD_CACHE_TTL_SECONDS": "60", "HERALD_RUN_TIMEOUT_SECONDS": "1"]) { stack in
             let api = stack.api()
             let thread = try await api.createThread()
-            let stream = try await api.openStream(thread)
-            try await stream.waitForComment(containing: "connected")
+            let stream = try await api.connectedStream(thread)
             for (question, ending) in [("[[fail]] a question", "failed"), ("[[silent]] a question", "timed_out")] {
                 for attempt in 1...2 {
                     let sent = try await api.send(thread, question, useCache: true)
@@ -135,8 +131,7 @@ struct ResponseCacheTests {
         try await withStack { stack in
             let api = stack.api()
             let thread = try await api.createThread()
-            let stream = try await api.openStream(thread)
-            try await stream.waitForComment(containing: "connected")
+            let stream = try await api.connectedStream(thread)
             for attempt in 1...2 {
                 let sent = try await api.send(thread, "asked twice", useCache: true)
                 #expect(sent["cached"] == nil)

@@ -26,8 +26,7 @@ struct ThreadManagementContractTests {
             #expect(try await call("PATCH", "/chats/\(UUID().uuidString)", pattern: "/chats/{thread_id}", json: #"{"title":"x"}"#).status == 404)
 
             // A miss that fills the cache, then a hit, both watched on their stream.
-            let stream = try await api.openStream(thread)
-            try await stream.waitForComment(containing: "connected")
+            let stream = try await api.connectedStream(thread)
             let send = #"{"content":"contract question","use_cache":true}"#
             #expect(try await call("POST", "/chats/\(thread)/send", pattern: "/chats/{thread_id}/send", json: send).status == 202)
             try await eventually("the reply is cached") {

@@ -14,9 +14,7 @@ struct ThreadManagementTests {
             let kept = try await alice.createThread(title: "not asked for")
             let bobs = try await bob.createThread(title: "bob's")
             let missing = UUID().uuidString.lowercased()
-            let stream = try await alice.openStream(first), bobsStream = try await bob.openStream(bobs)
-            try await stream.waitForComment(containing: "connected")
-            try await bobsStream.waitForComment(containing: "connected")
+            let stream = try await alice.connectedStream(first), bobsStream = try await bob.connectedStream(bobs)
 
             // Duplicates count once; an uppercase id is the same id.
             let ids = [first, bobs, second, missing, first, withMessages.uppercased()]
@@ -101,8 +99,7 @@ struct ThreadManagementTests {
             _ = try await alice.send(used, "[[silent]] a message")
             let newer = try await alice.createThread(title: "empty, newer")
             let bobsEmpty = try await bob.createThread(title: "bob's empty")
-            let stream = try await alice.openStream(older)
-            try await stream.waitForComment(containing: "connected")
+            let stream = try await alice.connectedStream(older)
 
             let response = try await alice.request("DELETE", "/chats/empty")
             #expect(response.status == 200, "\(response.text)")
@@ -134,8 +131,7 @@ struct ThreadManagementTests {
             let alice = stack.api(user: "alice"), bob = stack.api(user: "bob")
             let thread = try await alice.createThread(title: "before")
             let created = try alice.json(try await alice.request("GET", "/chats/\(thread)"))["thread"] as? [String: Any]
-            let stream = try await alice.openStream(thread)
-            try await stream.waitForComment(containing: "connected")
+            let stream = try await alice.connectedStream(thread)
 
             let renamed = try await alice.request("PATCH", "/chats/\(thread)", json: #"{"title": "after ✓"}"#)
             #expect(renamed.status == 200, "\(renamed.text)")

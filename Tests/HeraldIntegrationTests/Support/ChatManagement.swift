@@ -16,6 +16,13 @@ extension API {
         return try json(response)
     }
 
+    /// A stream of `thread` once it is connected: every frame published from then on reaches it.
+    func connectedStream(_ thread: String) async throws -> SSEStream {
+        let stream = try await openStream(thread)
+        try await stream.waitForComment(containing: "connected")
+        return stream
+    }
+
     /// The error code of a JSON error answer.
     func errorCode(_ response: TestHTTPResponse) -> String? {
         ((try? json(response))?["error"] as? [String: Any])?["code"] as? String
