@@ -68,6 +68,31 @@ struct Fields {
         }
     }
 
+    /// A boolean; null or absent is nil, anything else (`"true"`, `1`) is refused.
+    func optionalBool(_ key: String) throws -> Bool? {
+        switch object[key] {
+        case nil, .null?: return nil
+        case .bool(let value)?: return value
+        default: throw APIError.invalid("\(key) must be a boolean")
+        }
+    }
+
+    /// A list of at most `max` UUIDs, duplicates dropped, in the order given. A string that is not a UUID is
+    /// `invalid_id`, named by its position.
+    func uuids(_ key: String, max: Int) throws -> [UUID] {
+        guard case .array(let values)? = object[key] else { throw APIError.invalid("\(key) must be an array of ids") }
+        guard values.count <= max else { throw APIError.invalid("\(key) holds \(values.count) ids; at most \(max) per request") }
+        var ids: [UUID] = [], seen: Set<UUID> = []
+        for (position, value) in values.enumerated() {
+            guard case .string(let text) = value else { throw APIError.invalid("\(key)[\(position)] must be a string") }
+            guard let id = UUID(text: text) else {
+                throw APIError(.badRequest, "invalid_id", "\(key)[\(position)] is not a UUID: \(text.prefix(64).debugDescription)")
+            }
+            if seen.insert(id).inserted { ids.append(id) }
+        }
+        return ids
+    }
+
     func metadata() throws -> JSONValue {
         switch object["metadata"] {
         case nil, .null?: return .object([:])

@@ -22,9 +22,35 @@ struct FrameEncoderTests {
         var texts = (0..<0x80).map { String(UnicodeScalar(UInt8($0))) }
         texts += ["", "a/b", #"quote " and \ backslash"#, "é", "😀 emoji", "\u{2028}\u{2029}", "\u{7f}\u{80}", "line\r\nbreak"]
         for (index, text) in texts.enumerated() {
-            let delta = StreamEvent.Delta(threadID: thread, runID: run, messageID: UUID(), index: index, delta: text)
-            let expected = try encoder.encode(delta)
-            #expect(FrameEncoder.json(of: delta) == Array(expected), "\(Array(text.utf8))")
+            for cached in [nil, true, false] {
+                let delta = StreamEvent.Delta(threadID: thread, runID: run, messageID: UUID(), index: index, delta: text, cached: cached)
+                let expected = try encoder.encode(delta)
+                #expect(FrameEncoder.json(of: delta) == Array(expected), "\(Array(text.utf8)) cached: \(String(describing: cached))")
+            }
+        }
+    }
+
+    @Test("cached is in a frame's JSON only when set: frames of engine runs are unchanged")
+    func cachedMarkOnlyWhenSet() {
+        let message = ChatMessage(
+            id: UUID(), threadID: thread, runID: run, role: .assistant, content: "hi", status: "complete", metadata: .object([:]),
+            createdAt: "2026-11-30T19:00:00.000000Z"
+        )
+        let plain: [StreamEvent] = [
+            .messageUpdate(.init(threadID: thread, runID: run, message: message)),
+            .delta(.init(threadID: thread, runID: run, messageID: message.id, index: 0, delta: "hi")),
+            .runStatus(.init(threadID: thread, runID: run, status: .completed)),
+        ]
+        let cached: [StreamEvent] = [
+            .messageUpdate(.init(threadID: thread, runID: run, message: message, cached: true)),
+            .delta(.init(threadID: thread, runID: run, messageID: message.id, index: 0, delta: "hi", cached: true)),
+            .runStatus(.init(threadID: thread, runID: run, status: .completed, cached: true)),
+        ]
+        for event in plain {
+            #expect(!String(decoding: FrameEncoder.body(of: event), as: UTF8.self).contains("cached"))
+        }
+        for event in cached {
+            #expect(String(decoding: FrameEncoder.body(of: event), as: UTF8.self).contains(#"{"cached":true,"#))
         }
     }
 

@@ -132,6 +132,8 @@ struct SecurityTests {
             let otherThread = try await api.createThread()
             let silent = try await api.send(thread, "[[silent]] first")
             let other = try await api.send(otherThread, "[[silent]] second")
+            // The engine gets a run after the send's 202, in the background.
+            try await eventually("the engine has both runs") { try await stack.engineRuns() == 3 }
             let runs = try API(stack.agentURL, token: nil).json(try await TestHTTPClient.request("GET", "\(stack.agentURL)/runs"))["runs"] as? [[String: Any]]
             func callback(for run: String) throws -> String {
                 try #require(runs?.compactMap { $0["webhook"] as? String }.first { $0.contains(run) })

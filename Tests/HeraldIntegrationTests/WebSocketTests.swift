@@ -189,6 +189,37 @@ struct WebSocketTests {
         }
     }
 
+    @Test("a send with use_cache over the socket: a repeated question is acked as cached and its reply's frames say so")
+    func cachedSend() async throws {
+        try await withStack(environment: ["HERALD_CACHE_TTL_SECONDS": "60"]) { stack in
+            let api = stack.api()
+            let first = try await api.createThread(), second = try await api.createThread()
+            let socket = try await TestWebSocket.connect(stack.url, token: stack.tokens["alice"])
+            for thread in [first, second] {
+                try socket.send(["type": "subscribe", "thread_id": thread])
+                try await socket.waitForReply("subscribed", thread: thread)
+            }
+            try socket.send(["type": "send", "thread_id": first, "content": "cache me", "use_cache": true, "client_id": "miss"])
+            try await socket.waitForEvents(of: first, count: Self.fullRun.count)
+            try await eventually("the reply is cached") {
+                try await PrometheusScrape.scrape(stack.url).total("herald_response_cache_total", ["outcome": "stored"]) == 1
+            }
+            try socket.send(["type": "send", "thread_id": second, "content": "Cache  me", "use_cache": true, "client_id": "hit"])
+            let ack = try await socket.waitForMessages(count: 1) { $0["type"] as? String == "ack" && $0["client_id"] as? String == "hit" }[0]
+            #expect(ack["cached"] as? Bool == true)
+            let missAck = socket.messages.first { $0["type"] as? String == "ack" && $0["client_id"] as? String == "miss" }
+            #expect(missAck?["cached"] == nil)
+            try await eventually("the cached reply's final status arrives") {
+                socket.events(of: second).contains { ($0["data"] as? [String: Any])?["status"] as? String == "completed" }
+            }
+            let reply = socket.events(of: second).filter { $0["event"] as? String == "delta" }
+            #expect(reply.map { ($0["data"] as? [String: Any])?["delta"] as? String ?? "" }.joined() == "echo: cache me")
+            #expect(reply.allSatisfy { ($0["data"] as? [String: Any])?["cached"] as? Bool == true })
+            #expect(try await stack.engineRuns() == 1)
+            await socket.close()
+        }
+    }
+
     @Test("a deleted thread is unsubscribed after its thread_deleted frame; the socket goes on with the others")
     func threadDeleted() async throws {
         try await withStack { stack in

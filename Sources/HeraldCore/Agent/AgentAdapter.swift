@@ -14,6 +14,8 @@ public struct AgentRunRequest: Sendable {
 /// Turns a run into the HTTP request a kind of engine understands, and reads the engine's own run id back.
 /// Engines that stream a run's output also say how to join that stream and what in it is the reply's text.
 public protocol AgentAdapter: Sendable {
+    /// What makes two runs "the same assistant" for the response cache: the engine, and the assistant on it.
+    var assistantIdentity: String { get }
     func request(for run: AgentRunRequest) -> CurlRequest
     func engineRunID(from response: CurlResponse) -> String?
     /// The request that joins the run's live output from its first event; nil when the engine has none to join.
@@ -73,6 +75,9 @@ public struct LangGraphAdapter: AgentAdapter {
 
     /// LangGraph Platform reads its API key from `x-api-key`.
     public static let apiKeyHeader = "x-api-key"
+
+    /// The engine's URL and the `assistant_id`: the same graph name on another server is another assistant.
+    public var assistantIdentity: String { "langgraph \(baseURL) \(assistantID)" }
 
     public init(baseURL: String, assistantID: String, credential: AgentCredential? = nil, streamsTokens: Bool = false) {
         self.baseURL = baseURL
@@ -150,6 +155,9 @@ public struct LangGraphAdapter: AgentAdapter {
 public struct GenericAdapter: AgentAdapter {
     public let url: String
     public let credential: AgentCredential?
+
+    /// A generic engine is one assistant: its URL names it.
+    public var assistantIdentity: String { "generic \(url)" }
 
     public init(url: String, credential: AgentCredential? = nil) {
         self.url = url

@@ -68,6 +68,8 @@ public struct HeraldConfiguration: Sendable {
     public var sendsPerMinute: Int
     /// Deepest JSON nesting accepted in a request body.
     public var maxJSONDepth: Int
+    /// How long a completed reply stays in the response cache for sends with `use_cache`; 0: the cache is off.
+    public var responseCacheTTLSeconds: Int
     /// Timeouts of client connections and their cap.
     public var connectionLimits: ConnectionLimits
 
@@ -106,6 +108,7 @@ public struct HeraldConfiguration: Sendable {
         webSocketMaxThreads: Int = 100,
         sendsPerMinute: Int = 30,
         maxJSONDepth: Int = 32,
+        responseCacheTTLSeconds: Int = 0,
         connectionLimits: ConnectionLimits = .init()
     ) {
         self.redisURL = redisURL
@@ -142,6 +145,7 @@ public struct HeraldConfiguration: Sendable {
         self.webSocketMaxThreads = webSocketMaxThreads
         self.sendsPerMinute = sendsPerMinute
         self.maxJSONDepth = maxJSONDepth
+        self.responseCacheTTLSeconds = responseCacheTTLSeconds
         self.connectionLimits = connectionLimits
     }
 }
@@ -234,6 +238,9 @@ extension HeraldConfiguration {
         configuration.webSocketMaxThreads = try reader.integer("HERALD_WS_MAX_THREADS", default: defaults.webSocketMaxThreads, range: 1...10_000)
         configuration.sendsPerMinute = try reader.integer("HERALD_SENDS_PER_MINUTE", default: defaults.sendsPerMinute, range: 1...1_000_000)
         configuration.maxJSONDepth = try reader.integer("HERALD_MAX_JSON_DEPTH", default: defaults.maxJSONDepth, range: 2...512)
+        configuration.responseCacheTTLSeconds = try reader.integer(
+            "HERALD_CACHE_TTL_SECONDS", default: defaults.responseCacheTTLSeconds, range: 0...(365 * 86400)
+        )
         configuration.connectionLimits = try ConnectionLimits.fromEnvironment(
             reader,
             defaultMaxConnections: ConnectionLimits.defaultMaxConnections(

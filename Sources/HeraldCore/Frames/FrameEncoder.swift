@@ -43,11 +43,16 @@ public enum FrameEncoder {
         return body(eventName: event.name.rawValue, json: json)
     }
 
-    /// `{"delta":…,"index":…,"message_id":…,"run_id":…,"thread_id":…}`: the sorted keys of `StreamEvent.Delta`.
+    /// `{"cached":…,"delta":…,"index":…,"message_id":…,"run_id":…,"thread_id":…}`: the sorted keys of
+    /// `StreamEvent.Delta`, `cached` only when set.
     static func json(of delta: StreamEvent.Delta) -> [UInt8] {
         var json: [UInt8] = []
-        json.reserveCapacity(delta.delta.utf8.count + 160)
-        json.append(contentsOf: #"{"delta":"#.utf8)
+        json.reserveCapacity(delta.delta.utf8.count + 176)
+        if let cached = delta.cached {
+            json.append(contentsOf: (cached ? #"{"cached":true,"delta":"# : #"{"cached":false,"delta":"#).utf8)
+        } else {
+            json.append(contentsOf: #"{"delta":"#.utf8)
+        }
         appendJSONString(delta.delta, to: &json)
         json.append(contentsOf: #","index":"#.utf8)
         json.append(contentsOf: String(delta.index).utf8)

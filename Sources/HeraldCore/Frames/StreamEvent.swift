@@ -23,8 +23,10 @@ public enum StreamEvent: Sendable {
         public var threadID: UUID
         public var runID: UUID?
         public var message: ChatMessage
+        /// True on the frames of a reply served from the response cache; nil (omitted from the JSON) otherwise.
+        public var cached: Bool?
         enum CodingKeys: String, CodingKey {
-            case message
+            case message, cached
             case threadID = "thread_id"
             case runID = "run_id"
         }
@@ -36,8 +38,10 @@ public enum StreamEvent: Sendable {
         public var messageID: UUID
         public var index: Int
         public var delta: String
+        /// True on the frames of a reply served from the response cache; nil (omitted from the JSON) otherwise.
+        public var cached: Bool?
         enum CodingKeys: String, CodingKey {
-            case index, delta
+            case index, delta, cached
             case threadID = "thread_id"
             case runID = "run_id"
             case messageID = "message_id"
@@ -48,8 +52,10 @@ public enum StreamEvent: Sendable {
         public var threadID: UUID
         public var runID: UUID
         public var status: RunStatus
+        /// True on the frames of a reply served from the response cache; nil (omitted from the JSON) otherwise.
+        public var cached: Bool?
         enum CodingKeys: String, CodingKey {
-            case status
+            case status, cached
             case threadID = "thread_id"
             case runID = "run_id"
         }

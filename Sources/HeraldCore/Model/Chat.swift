@@ -17,6 +17,9 @@ public enum RunStatus: String, Sendable, Codable, CaseIterable {
 }
 
 public struct ChatThread: Sendable, Codable, Equatable {
+    /// Longest accepted title, in UTF-8 bytes.
+    public static let maxTitleBytes = 1024
+
     public var id: UUID
     public var owner: String
     public var title: String?

@@ -19,6 +19,8 @@ public final class RunCoordinator: Sendable {
     public let streamJoins: EngineStreamJoins?
     /// Open runs this node knows: a delta, or a callback token check, needs no PostgreSQL read.
     private let openRuns: OpenRunCache
+    /// Nil while `HERALD_CACHE_TTL_SECONDS` is 0: `use_cache` then changes nothing.
+    private let responseCache: ResponseCache?
     private let logger: Logger
 
     public init(
@@ -43,18 +45,37 @@ public final class RunCoordinator: Sendable {
         self.openRuns = OpenRunCache(
             capacity: 65_536, lifetime: .seconds(min(configuration.runTimeoutSeconds, Double(configuration.logTTLSeconds)))
         )
+        self.responseCache = configuration.responseCacheTTLSeconds > 0
+            ? ResponseCache(
+                redis: publisher.redis, prefix: configuration.channelPrefix, ttlSeconds: configuration.responseCacheTTLSeconds,
+                assistantIdentity: adapter.assistantIdentity
+            )
+            : nil
         self.logger = logger
     }
 
     // MARK: Send
 
     /// Stores the user's message and a queued run, publishes both, and hands the run to the engine in the
-    /// background. Returns without waiting for the engine.
-    public func send(thread: UUID, owner: String, content: String, metadata: JSONValue) async throws -> (ChatMessage, ChatRun) {
+    /// background. Returns without waiting for the engine. With `useCache` (and the cache on), a reply cached for
+    /// this question is the answer instead (`cached`); otherwise the run's reply, once completed, fills the cache.
+    public func send(
+        thread: UUID, owner: String, content: String, metadata: JSONValue, useCache: Bool = false
+    ) async throws -> (message: ChatMessage, run: ChatRun, cached: Bool) {
+        var cacheKey: String?
+        if useCache, let responseCache {
+            let key = responseCache.key(for: content)
+            if let reply = try await responseCache.reply(for: key) {
+                let (message, run) = try await sendCached(reply, thread: thread, owner: owner, content: content, metadata: metadata)
+                ResponseCache.count(.hit)
+                return (message, run, true)
+            }
+            cacheKey = key
+        }
         let token = CallbackToken()
         let (message, run) = try await store.createSend(
             thread: thread, owner: owner, content: content, metadata: metadata, timeoutSeconds: runTimeoutSeconds,
-            callbackTokenHash: token.hash
+            callbackTokenHash: token.hash, cacheKey: cacheKey
         )
         do {
             try await publisher.publish(
@@ -69,6 +90,7 @@ public final class RunCoordinator: Sendable {
             throw error
         }
         Counter(label: "herald_sends_total").increment()
+        if cacheKey != nil { ResponseCache.count(.miss) }
         openRuns.remember(run.id, .init(thread: thread, assistantMessageID: run.assistantMessageID, callbackTokenHash: token.hash))
         let request = AgentRunRequest(
             thread: thread, run: run.id, assistantMessageID: run.assistantMessageID, userMessage: message,
@@ -77,7 +99,31 @@ public final class RunCoordinator: Sendable {
         // The trigger runs after this request's task is gone: it carries the send's trace context explicitly.
         let traceContext = InstrumentationContext.current ?? .topLevel
         jobs.submit { [self] in await trigger(request, traceContext: traceContext) }
-        return (message, run)
+        return (message, run, false)
+    }
+
+    /// A send answered from the response cache: stored with a run that is `completed` at once, and published as an
+    /// engine run's frames (`running`, the reply's deltas, the reply, `completed`), marked `cached`, in one script.
+    private func sendCached(
+        _ reply: String, thread: UUID, owner: String, content: String, metadata: JSONValue
+    ) async throws -> (ChatMessage, ChatRun) {
+        let stored = try await store.createCachedSend(thread: thread, owner: owner, content: content, metadata: metadata, reply: reply)
+        let run = stored.run
+        var leading: [StreamEvent] = [
+            .messageUpdate(.init(threadID: thread, runID: run.id, message: stored.message)),
+            .runStatus(.init(threadID: thread, runID: run.id, status: .running, cached: true)),
+        ]
+        for (index, chunk) in ResponseCache.chunks(of: reply).enumerated() {
+            leading.append(.delta(.init(threadID: thread, runID: run.id, messageID: run.assistantMessageID, index: index, delta: chunk, cached: true)))
+        }
+        do {
+            try await publishFinal(run, message: stored.reply, cached: true, leading: leading)
+        } catch {
+            try? await store.discardSend(run: run.id)
+            throw error
+        }
+        Counter(label: "herald_sends_total").increment()
+        return (stored.message, run)
     }
 
     /// How a trigger ended, the `outcome` of `herald_agent_trigger_duration_seconds`.
@@ -245,19 +291,27 @@ public final class RunCoordinator: Sendable {
     @discardableResult
     func finish(runID: UUID, status: RunStatus, reply: String?, error: ErrorDetail?) async throws -> WebhookOutcome {
         let outcome: WebhookOutcome
-        let run: ChatRun, message: ChatMessage?
+        let run: ChatRun, message: ChatMessage?, cacheKey: String?
         let result = try await store.finalize(run: runID, status: status, reply: reply, error: error)
         openRuns.forget(runID)
         // No delta may follow the final message: this node's join of the run ends before the final frames go out.
         await streamJoins?.stop(runID)
         switch result {
-        case .finalized(let finalRun, let reply):
-            (run, message, outcome) = (finalRun, reply, .accepted)
+        case .finalized(let finalRun, let reply, let key):
+            (run, message, outcome, cacheKey) = (finalRun, reply, .accepted, key)
             countFinished(finalRun)
         case .alreadyFinal(let finalRun, let reply):
-            (run, message, outcome) = (finalRun, reply, .duplicate)
+            (run, message, outcome, cacheKey) = (finalRun, reply, .duplicate, nil)
         }
         try await publishFinal(run, message: message)
+        if run.status == .completed, let cacheKey, let reply = message?.content, !reply.isEmpty, let responseCache {
+            do {
+                try await responseCache.store(reply, key: cacheKey)
+            } catch {
+                // The reply is stored and published; only a later repeat of the question misses.
+                logger.warning("caching a reply failed", metadata: ["run": "\(run.id.text)", "error": "\(error)"])
+            }
+        }
         return outcome
     }
 
@@ -265,18 +319,20 @@ public final class RunCoordinator: Sendable {
         Counter(label: "herald_runs_finished_total", dimensions: [("status", run.status.rawValue)]).increment()
     }
 
-    /// Publishes a final run's frames if nobody has yet; gives the claim back if Redis is unavailable. A node that
-    /// dies in between leaves a claim that expires, so the sweeper publishes the run after all.
-    func publishFinal(_ run: ChatRun, message: ChatMessage?) async throws {
+    /// Publishes a final run's frames, after `leading` ones, if nobody has yet; gives the claim back if Redis is
+    /// unavailable. A node that dies in between leaves a claim that expires, so the sweeper publishes the run after all.
+    /// `cached`: the reply came from the response cache, and its frames say so.
+    func publishFinal(_ run: ChatRun, message: ChatMessage?, cached: Bool = false, leading: [StreamEvent] = []) async throws {
         guard try await store.claimPublication(run: run.id) else { return }
-        var events: [StreamEvent] = []
+        let cachedMark: Bool? = cached ? true : nil
+        var events = leading
         if run.status == .completed, let message {
-            events.append(.messageUpdate(.init(threadID: run.threadID, runID: run.id, message: message)))
+            events.append(.messageUpdate(.init(threadID: run.threadID, runID: run.id, message: message, cached: cachedMark)))
         } else {
             let error = run.error ?? ErrorDetail(code: "run_\(run.status.rawValue)", message: "the run ended with status \(run.status.rawValue)")
             events.append(.error(.init(threadID: run.threadID, runID: run.id, error: error)))
         }
-        events.append(.runStatus(.init(threadID: run.threadID, runID: run.id, status: run.status)))
+        events.append(.runStatus(.init(threadID: run.threadID, runID: run.id, status: run.status, cached: cachedMark)))
         do {
             try await publisher.publish(events, thread: run.threadID, endingRun: run.id)
         } catch {
@@ -289,11 +345,39 @@ public final class RunCoordinator: Sendable {
     // MARK: Threads
 
     public func deleteThread(_ thread: UUID, owner: String) async throws {
-        guard try await store.deleteThread(thread, owner: owner) else { throw NotFound(what: "thread") }
-        do {
-            try await publisher.publish([.threadDeleted(.init(threadID: thread))], thread: thread)
-        } catch {
-            logger.warning("thread deleted but thread_deleted could not be published", metadata: ["thread": "\(thread.text)", "error": "\(error)"])
+        guard try await !deleteThreads([thread], owner: owner).isEmpty else { throw NotFound(what: "thread") }
+    }
+
+    /// Deletes those of `threads` that are the owner's (others' and missing ones alike are left out of the answer),
+    /// then publishes `thread_deleted` on each deleted thread.
+    public func deleteThreads(_ threads: [UUID], owner: String) async throws -> Set<UUID> {
+        let deleted = try await store.deleteThreads(threads, owner: owner)
+        await announceDeleted(deleted)
+        return deleted
+    }
+
+    /// Deletes the owner's threads without messages, publishing `thread_deleted` on each; returns them, newest first.
+    public func deleteEmptyThreads(owner: String) async throws -> [UUID] {
+        let deleted = try await store.deleteEmptyThreads(owner: owner)
+        await announceDeleted(deleted)
+        return deleted
+    }
+
+    /// `thread_deleted` on each thread, concurrently. The threads are gone whatever Redis says: a failed publish is
+    /// logged (open streams then end when their client reconnects and gets 404).
+    private func announceDeleted(_ threads: some Collection<UUID>) async {
+        await withTaskGroup(of: Void.self) { group in
+            for thread in threads {
+                group.addTask { [publisher, logger] in
+                    do {
+                        try await publisher.publish([.threadDeleted(.init(threadID: thread))], thread: thread)
+                    } catch {
+                        logger.warning(
+                            "thread deleted but thread_deleted could not be published", metadata: ["thread": "\(thread.text)", "error": "\(error)"]
+                        )
+                    }
+                }
+            }
         }
     }
 

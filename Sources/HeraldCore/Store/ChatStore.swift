@@ -76,9 +76,37 @@ public struct ChatStore: Sendable {
         try await !pool.query("SELECT 1 FROM threads WHERE id = $1::uuid AND owner = $2", [id.text, owner]).rows.isEmpty
     }
 
-    /// Deletes the thread with its messages and runs; false when there was no such thread.
-    public func deleteThread(_ id: UUID, owner: String) async throws -> Bool {
-        try await pool.query("DELETE FROM threads WHERE id = $1::uuid AND owner = $2", [id.text, owner]).affectedRows > 0
+    /// Sets the title, or clears it with nil; the thread counts as updated.
+    public func renameThread(_ id: UUID, owner: String, title: String?) async throws -> ChatThread {
+        let result = try await pool.query(
+            "UPDATE threads SET title = $3, updated_at = clock_timestamp() WHERE id = $1::uuid AND owner = $2 RETURNING \(SQL.threadColumns)",
+            [id.text, owner, title]
+        )
+        guard let row = result.rows.first else { throw NotFound(what: "thread") }
+        return try SQL.thread(row)
+    }
+
+    /// Deletes those of `ids` that are the owner's, with their messages and runs, in one statement; returns them.
+    public func deleteThreads(_ ids: [UUID], owner: String) async throws -> Set<UUID> {
+        let rows = try await pool.query(
+            "DELETE FROM threads WHERE owner = $1 AND id = ANY($2::uuid[]) RETURNING id",
+            [owner, "{" + ids.map(\.text).joined(separator: ",") + "}"]
+        ).rows
+        return Set(try rows.map { try SQL.uuid($0, "id") })
+    }
+
+    /// Deletes the owner's threads that have no message; returns them, newest first.
+    public func deleteEmptyThreads(owner: String) async throws -> [UUID] {
+        try await pool.query(
+            """
+            WITH deleted AS (
+                DELETE FROM threads WHERE owner = $1 AND NOT EXISTS (SELECT 1 FROM messages WHERE messages.thread_id = threads.id)
+                RETURNING id, created_at
+            )
+            SELECT id FROM deleted ORDER BY created_at DESC, id DESC
+            """,
+            [owner]
+        ).rows.map { try SQL.uuid($0, "id") }
     }
 
     // MARK: Messages
@@ -104,33 +132,74 @@ public struct ChatStore: Sendable {
 
     // MARK: Runs
 
-    /// Stores the user's message and a queued run in one transaction.
+    /// Stores the user's message and a queued run in one transaction. `cacheKey`: the response cache entry the
+    /// run's reply fills when it completes.
     public func createSend(
-        thread: UUID, owner: String, content: String, metadata: JSONValue, timeoutSeconds: Double, callbackTokenHash: String
+        thread: UUID, owner: String, content: String, metadata: JSONValue, timeoutSeconds: Double, callbackTokenHash: String,
+        cacheKey: String?
     ) async throws -> (ChatMessage, ChatRun) {
-        let messageID = UUID(), runID = UUID(), assistantID = UUID()
-        return try await pool.transaction { connection in
-            guard try !connection.query(
-                "SELECT 1 FROM threads WHERE id = $1::uuid AND owner = $2 FOR SHARE", [thread.text, owner]
-            ).rows.isEmpty else { throw NotFound(what: "thread") }
-            let run = try connection.query(
-                """
-                INSERT INTO runs (id, thread_id, status, assistant_message_id, deadline, callback_token_hash)
-                VALUES ($1::uuid, $2::uuid, 'queued', $3::uuid, clock_timestamp() + make_interval(secs => $4::float8), $5)
-                RETURNING \(SQL.runColumns)
-                """,
-                [runID.text, thread.text, assistantID.text, String(timeoutSeconds), callbackTokenHash]
+        try await pool.transaction { connection in
+            try Self.insertSend(
+                connection, thread: thread, owner: owner, content: content, metadata: metadata,
+                run: """
+                    INSERT INTO runs (id, thread_id, status, assistant_message_id, deadline, callback_token_hash, cache_key)
+                    VALUES ($1::uuid, $2::uuid, 'queued', $3::uuid, clock_timestamp() + make_interval(secs => $4::float8), $5, $6)
+                    RETURNING \(SQL.runColumns)
+                    """,
+                [String(timeoutSeconds), callbackTokenHash, cacheKey]
             )
-            let message = try connection.query(
-                """
-                INSERT INTO messages (id, thread_id, run_id, role, content, metadata)
-                VALUES ($1::uuid, $2::uuid, $3::uuid, 'user', $4, $5::jsonb) RETURNING \(SQL.messageColumns)
-                """,
-                [messageID.text, thread.text, runID.text, content, metadata.jsonText]
-            )
-            _ = try connection.query("UPDATE threads SET updated_at = clock_timestamp() WHERE id = $1::uuid", [thread.text])
-            return (try SQL.message(message.rows[0]), try SQL.run(run.rows[0]))
         }
+    }
+
+    /// Stores a send answered from the response cache in one transaction: the user's message, a run that is
+    /// `completed` at once, and `reply` as the run's assistant message. The run's frames are still to be published.
+    public func createCachedSend(
+        thread: UUID, owner: String, content: String, metadata: JSONValue, reply: String
+    ) async throws -> (message: ChatMessage, run: ChatRun, reply: ChatMessage) {
+        try await pool.transaction { connection in
+            let (message, run) = try Self.insertSend(
+                connection, thread: thread, owner: owner, content: content, metadata: metadata,
+                run: """
+                    INSERT INTO runs (id, thread_id, status, assistant_message_id, deadline)
+                    VALUES ($1::uuid, $2::uuid, 'completed', $3::uuid, clock_timestamp()) RETURNING \(SQL.runColumns)
+                    """,
+                []
+            )
+            return (message, run, try Self.insertReply(reply, of: run, connection: connection))
+        }
+    }
+
+    /// What every send stores: the run (`runSQL` with the run id, thread id and assistant message id as $1…$3, then
+    /// `runParameters`), then the user's message; the thread, locked against deletion meanwhile, counts as updated.
+    private static func insertSend(
+        _ connection: PostgresConnection, thread: UUID, owner: String, content: String, metadata: JSONValue,
+        run runSQL: String, _ runParameters: [String?]
+    ) throws -> (ChatMessage, ChatRun) {
+        guard try !connection.query(
+            "SELECT 1 FROM threads WHERE id = $1::uuid AND owner = $2 FOR SHARE", [thread.text, owner]
+        ).rows.isEmpty else { throw NotFound(what: "thread") }
+        let run = try SQL.run(connection.query(runSQL, [UUID().text, thread.text, UUID().text] + runParameters).rows[0])
+        let message = try connection.query(
+            """
+            INSERT INTO messages (id, thread_id, run_id, role, content, metadata)
+            VALUES ($1::uuid, $2::uuid, $3::uuid, 'user', $4, $5::jsonb) RETURNING \(SQL.messageColumns)
+            """,
+            [UUID().text, thread.text, run.id.text, content, metadata.jsonText]
+        )
+        _ = try connection.query("UPDATE threads SET updated_at = clock_timestamp() WHERE id = $1::uuid", [thread.text])
+        return (try SQL.message(message.rows[0]), run)
+    }
+
+    /// The run's assistant message, with the id the run fixed for it.
+    private static func insertReply(_ content: String, of run: ChatRun, connection: PostgresConnection) throws -> ChatMessage {
+        let inserted = try connection.query(
+            """
+            INSERT INTO messages (id, thread_id, run_id, role, content)
+            VALUES ($1::uuid, $2::uuid, $3::uuid, 'assistant', $4) RETURNING \(SQL.messageColumns)
+            """,
+            [run.assistantMessageID.text, run.threadID.text, run.id.text, content]
+        )
+        return try SQL.message(inserted.rows[0])
     }
 
     /// Undoes a send whose frames could not be published, so the client's retry starts clean.
@@ -158,8 +227,8 @@ public struct ChatStore: Sendable {
     }
 
     public enum Finalization: Sendable {
-        /// This call moved the run to its final status.
-        case finalized(ChatRun, ChatMessage?)
+        /// This call moved the run to its final status; `cacheKey` is the response cache entry its reply fills.
+        case finalized(ChatRun, ChatMessage?, cacheKey: String?)
         /// The run was already final (a retried delivery); nothing was written.
         case alreadyFinal(ChatRun, ChatMessage?)
     }
@@ -176,25 +245,15 @@ public struct ChatStore: Sendable {
             if run.status.isFinal {
                 return .alreadyFinal(run, try Self.reply(of: run, connection: connection))
             }
-            var message: ChatMessage?
-            if status == .completed {
-                let inserted = try connection.query(
-                    """
-                    INSERT INTO messages (id, thread_id, run_id, role, content)
-                    VALUES ($1::uuid, $2::uuid, $3::uuid, 'assistant', $4) RETURNING \(SQL.messageColumns)
-                    """,
-                    [run.assistantMessageID.text, run.threadID.text, run.id.text, reply ?? ""]
-                )
-                message = try SQL.message(inserted.rows[0])
-            }
+            let message = status == .completed ? try Self.insertReply(reply ?? "", of: run, connection: connection) : nil
             let updated = try connection.query(
                 """
                 UPDATE runs SET status = $2, error_code = $3, error_message = $4, updated_at = clock_timestamp()
-                WHERE id = $1::uuid RETURNING \(SQL.runColumns)
+                WHERE id = $1::uuid RETURNING \(SQL.runColumns), cache_key
                 """,
                 [run.id.text, status.rawValue, error?.code, error?.message]
             )
-            return .finalized(try SQL.run(updated.rows[0]), message)
+            return .finalized(try SQL.run(updated.rows[0]), message, cacheKey: updated.rows[0]["cache_key"])
         }
     }
 

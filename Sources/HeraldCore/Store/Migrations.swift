@@ -60,5 +60,10 @@ enum Migrations {
         -- claiming and publishing leaves a claim that expires, and the sweeper publishes the run.
         ALTER TABLE runs ADD COLUMN publish_claimed_at timestamptz;
         """),
+        (4, """
+        -- The response cache entry a completed run's reply fills (hex SHA-256 of assistant and question); set when
+        -- the send asked for the cache and missed. Kept with the run because the result may reach any node.
+        ALTER TABLE runs ADD COLUMN cache_key text;
+        """),
     ]
 }

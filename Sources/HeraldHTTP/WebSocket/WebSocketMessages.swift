@@ -41,7 +41,7 @@ enum ClientMessage {
                 _ = try Fields(object: object, allowed: ["type", "thread_id"])
                 return .unsubscribe(thread: try requireThread(thread, in: object))
             case "send":
-                let fields = try Fields(object: object, allowed: ["type", "thread_id", "content", "metadata", "client_id"])
+                let fields = try Fields(object: object, allowed: ["type", "thread_id", "content", "metadata", "use_cache", "client_id"])
                 if object["client_id"] != nil, clientID == nil {
                     throw APIError.invalid("client_id must be a string of at most 128 bytes")
                 }
@@ -89,8 +89,10 @@ enum ServerMessage {
         let clientID: String?
         let message: ChatMessage
         let run: ChatRun
+        /// As in the answer of `POST /chats/{id}/send`: true when the reply came from the response cache.
+        let cached: Bool?
         enum CodingKeys: String, CodingKey {
-            case type, message, run
+            case type, message, run, cached
             case clientID = "client_id"
         }
     }

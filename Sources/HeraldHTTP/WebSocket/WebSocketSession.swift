@@ -335,8 +335,9 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler {
         let (setup, eventLoop) = (self.setup, context.eventLoop)
         Task {
             do {
-                let (message, run) = try await setup.sender.send(thread: thread, user: setup.user, fields: fields)
-                eventLoop.execute { session.value.reply(ServerMessage.Ack(clientID: clientID, message: message, run: run)) }
+                let sent = try await setup.sender.send(thread: thread, user: setup.user, fields: fields)
+                let ack = ServerMessage.Ack(clientID: clientID, message: sent.message, run: sent.run, cached: sent.cached ? true : nil)
+                eventLoop.execute { session.value.reply(ack) }
             } catch {
                 let refusal = ErrorMiddleware<HeraldRequestContext>.apiError(for: error, logger: setup.logger)
                 eventLoop.execute { session.value.reply(ServerMessage.Failure(refusal, thread: thread, clientID: clientID)) }
