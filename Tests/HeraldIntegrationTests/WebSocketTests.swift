@@ -124,6 +124,41 @@ struct WebSocketTests {
         }
     }
 
+    @Test("the subscriber connection killed while frames flow: each thread of a socket gets every frame once, in order")
+    func subscriberConnectionKilled() async throws {
+        try await withStack { stack in
+            let api = stack.api()
+            let threads = [try await api.createThread(), try await api.createThread()]
+            let socket = try await TestWebSocket.connect(stack.url, token: stack.tokens["alice"])
+            for thread in threads {
+                try socket.send(["type": "subscribe", "thread_id": thread])
+                try await socket.waitForReply("subscribed", thread: thread)
+            }
+            var runs: [String] = []
+            for thread in threads {
+                runs.append(try await api.send(thread, "[[silent]] outage").run)
+                try await socket.waitForEvents(of: thread, count: 3)
+            }
+            let total = 100
+            let publishers = runs.map { DeltaPublisher.steady(api: api, run: $0, indexes: 0..<total, interval: .milliseconds(10)) }
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(try await stack.redis.command("CLIENT", "KILL", "TYPE", "pubsub") == "1")
+            try await Task.sleep(for: .milliseconds(400))
+            #expect(try await stack.redis.command("CLIENT", "KILL", "TYPE", "pubsub") == "1", "the subscriber did not reconnect")
+            for publisher in publishers { try await publisher.finish() }
+
+            for thread in threads {
+                let events = try await socket.waitForEvents(of: thread, count: 3 + total)
+                #expect(mismatch(events.compactMap { $0["id"] as? String }, try await stack.logIDs(thread)) == nil, "thread \(thread)")
+                let indexes = events.compactMap { ($0["data"] as? [String: Any])?["index"] as? Int }
+                #expect(mismatch(indexes, Array(0..<total)) == nil, "thread \(thread)")
+            }
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(threads.allSatisfy { socket.events(of: $0).count == 3 + total })
+            await socket.close()
+        }
+    }
+
     @Test("a socket that reads nothing is cut as a slow consumer (1013); a fast socket on the same thread gets everything")
     func slowSocket() async throws {
         try await withStack(environment: ["HERALD_STREAM_QUEUE_FRAMES": "64", "HERALD_STREAM_QUEUE_BYTES": "1048576"]) { stack in
