@@ -22,21 +22,24 @@ public enum DemoAgent {
         public var tokenDelay: Duration
         /// Signs callbacks when set.
         public var signer: StandardWebhooks?
+        /// CAs to trust for callbacks to an HTTPS Herald with a private certificate.
+        public var callbackCAFile: String?
 
         public init(
             host: String, port: Int, firstTokenDelay: Duration = .milliseconds(150), tokenDelay: Duration = .milliseconds(30),
-            signer: StandardWebhooks? = nil
+            signer: StandardWebhooks? = nil, callbackCAFile: String? = nil
         ) {
             self.host = host
             self.port = port
             self.firstTokenDelay = firstTokenDelay
             self.tokenDelay = tokenDelay
             self.signer = signer
+            self.callbackCAFile = callbackCAFile
         }
     }
 
     public static func application(options: Options, logger: Logger) throws -> some ApplicationProtocol {
-        let http = try CurlHTTPClient(logger: logger)
+        let http = try CurlHTTPClient(logger: logger, caFile: options.callbackCAFile)
         let jobs = BackgroundJobs()
         let engine = Engine(http: http, options: options, logger: logger)
         let received = ReceivedRuns()

@@ -91,6 +91,7 @@ public enum HeraldApplication {
         PageRoutes(userTokens: userTokens, configuration: configuration).register(on: router)
         OpenAPIRoute().register(on: router)
 
+        let tls = try configuration.serverTLS.map { try ServerTLS(files: $0) }
         // Shut down in reverse order: the server first (streams end), then these, the clients last.
         var services: [any Service] = [
             ClientsShutdown(redis: redis, pool: pool, http: http),
@@ -99,6 +100,7 @@ public enum HeraldApplication {
             RunSweeper(coordinator: coordinator, interval: sweepInterval),
         ]
         if let providerKeys { services.append(providerKeys) }
+        if let tls { services.append(ServerTLSReload(tls: tls, logger: logger)) }
         if let operationsPort = configuration.connectionLimits.operationsPort {
             let operationsRouter = Router(context: HeraldRequestContext.self)
             operationsRouter.addObservability(tracing: tracing)
@@ -116,7 +118,7 @@ public enum HeraldApplication {
         return Application(
             router: router,
             server: .limitedHTTP1(
-                limits: configuration.connectionLimits, streams: .init(responder: router.buildResponder(), logger: logger)
+                limits: configuration.connectionLimits, streams: .init(responder: router.buildResponder(), logger: logger), tls: tls
             ),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "herald"),
             services: services,

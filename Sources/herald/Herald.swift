@@ -106,6 +106,7 @@ struct Serve: AsyncParsableCommand {
         logger.info("herald starting", metadata: [
             "address": "\(configuration.host):\(configuration.port)", "agent": "\(configuration.agentKind.rawValue) \(configuration.agentURL)",
             "max_connections": "\(configuration.connectionLimits.maxConnections)",
+            "tls": "\(configuration.serverTLS == nil ? "off" : "HTTPS (HTTP/1.1), certificate reloaded on SIGHUP")",
         ])
         try await application.run()
     }
@@ -191,8 +192,11 @@ struct DemoAgentCommand: AsyncParsableCommand {
                 throw refuseToStart("configuration error: HERALD_WEBHOOK_SECRET must be one or more whsec_<base64> secrets")
             }
         }
+        // Callbacks to an HTTPS Herald with a private CA trust it as Herald's own outbound calls do.
+        let callbackCA = ProcessInfo.processInfo.environment["HERALD_OUTBOUND_CA_FILE"].flatMap { $0.isEmpty ? nil : $0 }
         let options = DemoAgent.Options(
-            host: host, port: port, firstTokenDelay: .milliseconds(delayMs), tokenDelay: .milliseconds(tokenDelayMs), signer: signer
+            host: host, port: port, firstTokenDelay: .milliseconds(delayMs), tokenDelay: .milliseconds(tokenDelayMs), signer: signer,
+            callbackCAFile: callbackCA
         )
         try await Runner(DemoAgent.application(options: options, logger: logger)).run()
     }

@@ -3,7 +3,7 @@ import Testing
 
 @testable import HeraldCore
 
-@Suite("configuration: TLS to Redis and to engines")
+@Suite("configuration: TLS to Redis, to engines, and on the listener")
 struct RedisTLSSettingsTests {
     @Test("rediss:// with a CA, a client certificate and key; insecure as a flag")
     func settings() throws {
@@ -28,7 +28,18 @@ struct RedisTLSSettingsTests {
         #expect(configuration.outboundCAFile == "/etc/private-ca.pem")
     }
 
+    @Test("HERALD_TLS_CERT_FILE with HERALD_TLS_KEY_FILE put the listener on TLS; neither, plain HTTP")
+    func listener() throws {
+        #expect(try HeraldConfiguration.fromEnvironment(["HERALD_INSECURE_DEV": "1"]).serverTLS == nil)
+        let configuration = try HeraldConfiguration.fromEnvironment([
+            "HERALD_INSECURE_DEV": "1", "HERALD_TLS_CERT_FILE": "/etc/herald/fullchain.pem", "HERALD_TLS_KEY_FILE": "/etc/herald/key.pem",
+        ])
+        #expect(configuration.serverTLS == ServerTLSFiles(certificateFile: "/etc/herald/fullchain.pem", keyFile: "/etc/herald/key.pem"))
+    }
+
     @Test("TLS settings with redis://, or a certificate without its key, are refused naming the variable", arguments: [
+        (["HERALD_TLS_CERT_FILE": "/etc/herald/fullchain.pem"], "HERALD_TLS_KEY_FILE"),
+        (["HERALD_TLS_KEY_FILE": "/etc/herald/key.pem"], "HERALD_TLS_CERT_FILE"),
         (["REDIS_TLS_CA_FILE": "/etc/ca.pem"], "REDIS_URL"),
         (["REDIS_URL": "rediss://h", "REDIS_TLS_CERT_FILE": "/etc/client.pem"], "REDIS_TLS_CERT_FILE"),
         (["REDIS_URL": "rediss://h", "REDIS_TLS_KEY_FILE": "/etc/client.key"], "REDIS_TLS_CERT_FILE"),

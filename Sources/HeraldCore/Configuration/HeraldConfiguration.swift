@@ -14,6 +14,9 @@ public struct HeraldConfiguration: Sendable {
     public var redisTLS = RedisConfiguration.TLS()
     /// CAs to trust for the engine and JWKS calls instead of the system's store (`HERALD_OUTBOUND_CA_FILE`).
     public var outboundCAFile: String?
+    /// PEM files of the listener's certificate chain and key (`HERALD_TLS_CERT_FILE`, `HERALD_TLS_KEY_FILE`): with
+    /// them the client listener speaks HTTPS only. Read again on SIGHUP.
+    public var serverTLS: ServerTLSFiles?
     public var databaseURL: String
     public var agentURL: String
     public var agentKind: AgentKind
@@ -151,6 +154,17 @@ public struct HeraldConfiguration: Sendable {
 }
 
 /// A setting that is missing or malformed; `description` is the one line printed at start-up.
+/// Where the listener's certificate chain and private key are (PEM).
+public struct ServerTLSFiles: Sendable, Equatable {
+    public var certificateFile: String
+    public var keyFile: String
+
+    public init(certificateFile: String, keyFile: String) {
+        self.certificateFile = certificateFile
+        self.keyFile = keyFile
+    }
+}
+
 public struct ConfigurationError: Error, CustomStringConvertible, Equatable {
     public let variable: String
     public let reason: String
@@ -169,6 +183,12 @@ extension HeraldConfiguration {
             keyFile: try reader.optionalString("REDIS_TLS_KEY_FILE"), verifiesServer: !(try reader.flag("REDIS_TLS_INSECURE", default: false))
         )
         configuration.outboundCAFile = try reader.optionalString("HERALD_OUTBOUND_CA_FILE")
+        switch (try reader.optionalString("HERALD_TLS_CERT_FILE"), try reader.optionalString("HERALD_TLS_KEY_FILE")) {
+        case (let certificate?, let key?): configuration.serverTLS = ServerTLSFiles(certificateFile: certificate, keyFile: key)
+        case (nil, nil): break
+        case (nil, _?): throw ConfigurationError(variable: "HERALD_TLS_CERT_FILE", reason: "must be set with HERALD_TLS_KEY_FILE")
+        case (_?, nil): throw ConfigurationError(variable: "HERALD_TLS_KEY_FILE", reason: "must be set with HERALD_TLS_CERT_FILE")
+        }
         let tlsSettingsGiven = configuration.redisTLS != RedisConfiguration.TLS()
         if tlsSettingsGiven, !configuration.redisURL.lowercased().hasPrefix("rediss://") {
             throw ConfigurationError(variable: "REDIS_URL", reason: "must start with rediss:// when REDIS_TLS_* settings are given")

@@ -11,7 +11,7 @@ import NIOHTTPTypesHTTP1
 /// connection is admitted by the `ConnectionGate` (served, limited to the operators' routes, or refused at once);
 /// a served connection's pipeline gets the request timeouts, the JSON answers to malformed heads, HTTP/1.0's
 /// connection handling and, with `streams`, the `StreamHandoff`, which runs stream requests without a
-/// Hummingbird task. Hummingbird's task and async channel are set up only once a connection asks for something
+/// Hummingbird task. With `tls`, every connection speaks TLS first (the refused ones too). Hummingbird's task and async channel are set up only once a connection asks for something
 /// else.
 struct LimitedHTTP1Channel: ServerChildChannel {
     struct Connection: ServerChildChannelValue {
@@ -36,22 +36,26 @@ struct LimitedHTTP1Channel: ServerChildChannel {
     private let gate: ConnectionGate
     private let limits: ConnectionLimits
     private let streams: StreamHandoff.Runner?
+    private let tls: ServerTLS?
 
     init(
         responder: @escaping HTTPChannelHandler.Responder, limits: ConnectionLimits, gate: ConnectionGate,
-        streams: StreamHandoff.Runner?
+        streams: StreamHandoff.Runner?, tls: ServerTLS? = nil
     ) {
         self.served = HTTP1Channel(responder: responder)
         self.operatorsOnly = HTTP1Channel(responder: Self.operatorsOnly(responder))
         self.gate = gate
         self.limits = limits
         self.streams = streams
+        self.tls = tls
     }
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Connection> {
         let admission = gate.admit()
+        let tls = self.tls
         guard admission != .refused else {
             return channel.eventLoop.makeCompletedFuture {
+                if let tls { try channel.pipeline.syncOperations.addHandler(tls.handler()) }
                 try channel.pipeline.syncOperations.addHandler(CapacityRefusal())
                 return Connection(channel: channel, start: .refused, admission: admission)
             }
@@ -101,13 +105,15 @@ struct LimitedHTTP1Channel: ServerChildChannel {
             withPipeliningAssistance: false, withErrorHandling: false, withOutboundHeaderValidation: false,
             withEncoderConfiguration: .init(), withDecoderLimitConfiguration: decoderLimits
         )
-        try pipeline.addHandler(HTTP1ToHTTPServerCodec(secure: false))
+        try pipeline.addHandler(HTTP1ToHTTPServerCodec(secure: tls != nil))
         if let handoff { try pipeline.addHandler(handoff) }
         try pipeline.addHandler(HTTPConnectionStateHandler(logger: logger))
         let decoder = try pipeline.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
         let timeouts = RequestTimeoutHandler(limits: limits)
         try pipeline.addHandlers([MalformedRequestResponder(), timeouts, ConnectionPersistenceHandler()], position: .after(decoder))
         try pipeline.addHandler(RequestStartObserver(reportingTo: timeouts), position: .first)
+        // In front of everything: the handlers above see the decrypted bytes.
+        if let tls { try pipeline.addHandler(tls.handler(), position: .first) }
     }
 
     /// Hummingbird's end of the pipeline; on the channel's event loop.
@@ -140,11 +146,11 @@ struct LimitedHTTP1Channel: ServerChildChannel {
 }
 
 extension HTTPServerBuilder {
-    /// HTTP/1.1 with Herald's connection timeouts and cap (see `LimitedHTTP1Channel`).
-    static func limitedHTTP1(limits: ConnectionLimits, streams: StreamHandoff.Runner) -> HTTPServerBuilder {
+    /// HTTP/1.1 with Herald's connection timeouts and cap (see `LimitedHTTP1Channel`), over TLS with `tls`.
+    static func limitedHTTP1(limits: ConnectionLimits, streams: StreamHandoff.Runner, tls: ServerTLS?) -> HTTPServerBuilder {
         HTTPServerBuilder { responder in
             let gate = ConnectionGate(maxConnections: limits.maxConnections, reserve: ConnectionLimits.operatorReserve)
-            return LimitedHTTP1Channel(responder: responder, limits: limits, gate: gate, streams: streams)
+            return LimitedHTTP1Channel(responder: responder, limits: limits, gate: gate, streams: streams, tls: tls)
         }
     }
 

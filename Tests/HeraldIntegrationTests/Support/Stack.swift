@@ -38,7 +38,8 @@ final class Stack: Sendable {
         let port: Int
         /// What it was started with, so a test can start it again after stopping it.
         let environment: [String: String]
-        var url: String { "http://127.0.0.1:\(port)" }
+        /// With the listener on TLS: https, and the name its certificate is for.
+        var url: String { environment["HERALD_TLS_CERT_FILE"] == nil ? "http://127.0.0.1:\(port)" : "https://localhost:\(port)" }
     }
 
     var node: Node { nodes[0] }
@@ -58,7 +59,7 @@ final class Stack: Sendable {
     static func start(
         nodes count: Int = 1, agent: Agent = .demo, environment: [String: String] = [:], redisPersistence: Bool = false,
         postgres: PostgresServer? = nil, tokenDelayMs: Int = 10, redisTLS: TestCertificates? = nil,
-        postgresCA: String? = nil
+        postgresCA: String? = nil, serverTLS: TestCertificates? = nil
     ) async throws -> Stack {
         let herald = builtProduct("herald")
         let redis = try await RedisServer.start(persistence: redisPersistence, tls: redisTLS)
@@ -78,9 +79,11 @@ final class Stack: Sendable {
         case .unreachable:
             break
         case .demo, .demoUnsigned:
+            var agentEnvironment = agent == .demo ? ["HERALD_WEBHOOK_SECRET": webhookSecret] : [:]
+            if let serverTLS { agentEnvironment["HERALD_OUTBOUND_CA_FILE"] = serverTLS.authority }
             let process = try ChildProcess.start(
                 herald, ["demo-agent", "--port", String(agentPort), "--delay-ms", "100", "--token-delay-ms", String(tokenDelayMs)],
-                environment: agent == .demo ? ["HERALD_WEBHOOK_SECRET": webhookSecret] : [:]
+                environment: agentEnvironment
             )
             try await waitUntilHealthy("\(agentURL)/healthz", process: process)
             agentProcess = process
@@ -104,6 +107,14 @@ final class Stack: Sendable {
                 "HERALD_JWT_LEEWAY_SECONDS": "0",
             ]
             if let redisTLS { env["REDIS_TLS_CA_FILE"] = redisTLS.authority }
+            if let serverTLS {
+                // The engine calls back over HTTPS, to the name the certificate is for.
+                env["PUBLIC_URL"] = "https://localhost:\(port)"
+                env["HERALD_TLS_CERT_FILE"] = serverTLS.serverCertificate
+                env["HERALD_TLS_KEY_FILE"] = serverTLS.serverKey
+                // Readiness is asked on the plain operations listener.
+                env["HERALD_OPERATIONS_PORT"] = String(freeTCPPort())
+            }
             if let postgresCA {
                 // The name the server certificate is for, and libpq's strictest checks.
                 env["DATABASE_URL"] = databaseURL.replacingOccurrences(of: "@127.0.0.1:", with: "@localhost:")
@@ -122,7 +133,8 @@ final class Stack: Sendable {
     /// `herald serve` on `port`, once it is ready.
     private static func startNode(port: Int, environment: [String: String]) async throws -> Node {
         let process = try ChildProcess.start(builtProduct("herald"), ["serve"], environment: environment)
-        try await waitUntilHealthy("http://127.0.0.1:\(port)/readyz", process: process)
+        let health = environment["HERALD_TLS_CERT_FILE"] == nil ? port : Int(environment["HERALD_OPERATIONS_PORT"] ?? "") ?? port
+        try await waitUntilHealthy("http://127.0.0.1:\(health)/readyz", process: process)
         return Node(process: process, port: port, environment: environment)
     }
 
@@ -173,11 +185,11 @@ final class Stack: Sendable {
 func withStack<T>(
     nodes: Int = 1, agent: Stack.Agent = .demo, environment: [String: String] = [:], redisPersistence: Bool = false,
     postgres: PostgresServer? = nil, tokenDelayMs: Int = 10, redisTLS: TestCertificates? = nil, postgresCA: String? = nil,
-    _ body: (Stack) async throws -> T
+    serverTLS: TestCertificates? = nil, _ body: (Stack) async throws -> T
 ) async throws -> T {
     let stack = try await Stack.start(
         nodes: nodes, agent: agent, environment: environment, redisPersistence: redisPersistence, postgres: postgres,
-        tokenDelayMs: tokenDelayMs, redisTLS: redisTLS, postgresCA: postgresCA
+        tokenDelayMs: tokenDelayMs, redisTLS: redisTLS, postgresCA: postgresCA, serverTLS: serverTLS
     )
     do {
         let result = try await body(stack)

@@ -3,6 +3,7 @@ import HeraldTestSupport
 import HTTPTypes
 import Logging
 import NIOCore
+import NIOSSL
 import NIOWebSocket
 import Synchronization
 import Testing
@@ -27,13 +28,18 @@ final class TestWebSocket: Sendable {
     }
 
     /// Connects to `/ws` of `base` with `token` as a Bearer header (or, with `tokenInQuery`, as `access_token`), and
-    /// returns once the upgrade succeeded.
-    static func connect(_ base: String, token: String?, tokenInQuery: Bool = false) async throws -> TestWebSocket {
+    /// returns once the upgrade succeeded. An https `base` is reached over TLS trusting `authority` (a PEM file).
+    static func connect(_ base: String, token: String?, tokenInQuery: Bool = false, authority: String? = nil) async throws -> TestWebSocket {
         let inbox = Inbox()
         let (outgoingTexts, outgoing) = AsyncStream<String>.makeStream()
         let (opened, openedContinuation) = AsyncStream<Void>.makeStream()
         var headers = HTTPFields()
-        var url = base.replacingOccurrences(of: "http://", with: "ws://") + "/ws"
+        var url = base.replacingOccurrences(of: "http://", with: "ws://").replacingOccurrences(of: "https://", with: "wss://") + "/ws"
+        var tls: TLSConfiguration?
+        if let authority {
+            tls = .makeClientConfiguration()
+            tls?.trustRoots = .file(authority)
+        }
         if let token {
             if tokenInQuery {
                 url += "?access_token=\(token)"
@@ -44,7 +50,9 @@ final class TestWebSocket: Sendable {
         let configuration = WebSocketClientConfiguration(maxFrameSize: 1 << 20, additionalHeaders: headers)
         let socket = TestWebSocket(inbox: inbox, outgoing: outgoing, connection: Task {
             defer { openedContinuation.finish() }
-            return try await WebSocketClient.connect(url: url, configuration: configuration, logger: Logger(label: "test-ws")) {
+            return try await WebSocketClient.connect(
+                url: url, configuration: configuration, tlsConfiguration: tls, logger: Logger(label: "test-ws")
+            ) {
                 inbound, outbound, _ in
                 openedContinuation.yield()
                 try await withThrowingTaskGroup(of: Void.self) { group in
