@@ -36,6 +36,10 @@ venv_pid=$!
 openapi_venv_log=$(mktemp)
 bash "$ROOT/scripts/openapi-venv.sh" >"$openapi_venv_log" 2>&1 &
 openapi_venv_pid=$!
+# The HTTP/2 tests' client is Python's h2 (Tests/HTTP2/requirements.txt).
+h2_venv_log=$(mktemp)
+bash "$ROOT/scripts/python-venv.sh" h2 "$ROOT/Tests/HTTP2/requirements.txt" >"$h2_venv_log" 2>&1 &
+h2_venv_pid=$!
 
 start=$(now)
 if ! swift build --build-tests; then
@@ -56,6 +60,12 @@ if ! wait "$openapi_venv_pid"; then
     exit 1
 fi
 rm -f "$openapi_venv_log"
+if ! wait "$h2_venv_pid"; then
+    cat "$h2_venv_log" >&2
+    echo "test.sh: preparing the HTTP/2 client's virtualenv FAILED" >&2
+    exit 1
+fi
+rm -f "$h2_venv_log"
 
 start=$(now)
 set +e

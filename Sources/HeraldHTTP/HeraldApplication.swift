@@ -117,7 +117,7 @@ public enum HeraldApplication {
         }
         return Application(
             router: router,
-            server: .limitedHTTP1(
+            server: .limitedHTTP(
                 limits: configuration.connectionLimits, streams: .init(responder: router.buildResponder(), logger: logger), tls: tls
             ),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "herald"),

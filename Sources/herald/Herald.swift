@@ -106,7 +106,7 @@ struct Serve: AsyncParsableCommand {
         logger.info("herald starting", metadata: [
             "address": "\(configuration.host):\(configuration.port)", "agent": "\(configuration.agentKind.rawValue) \(configuration.agentURL)",
             "max_connections": "\(configuration.connectionLimits.maxConnections)",
-            "tls": "\(configuration.serverTLS == nil ? "off" : "HTTPS (HTTP/1.1), certificate reloaded on SIGHUP")",
+            "tls": "\(configuration.serverTLS == nil ? "off" : "HTTPS (HTTP/2, HTTP/1.1), certificate reloaded on SIGHUP")",
         ])
         try await application.run()
     }

@@ -4,7 +4,7 @@ import Testing
 
 /// HTTPS on the client listener (`HERALD_TLS_CERT_FILE`, `HERALD_TLS_KEY_FILE`), checked with curl (OpenSSL's TLS,
 /// not Herald's) and swift-websocket's client.
-@Suite("HTTPS listener: REST, SSE and WebSocket over TLS, certificate reload on SIGHUP", .serialized, .timeLimit(.minutes(3)))
+@Suite("HTTPS listener: REST, SSE and WebSocket over TLS, HTTP/2, certificate reload on SIGHUP", .serialized, .timeLimit(.minutes(3)))
 struct ServerTLSTests {
     /// curl's exit status and what it printed.
     @discardableResult
@@ -52,12 +52,19 @@ struct ServerTLSTests {
         try await withStack(serverTLS: certificates) { stack in
             let authority = certificates.authority
             #expect(stack.url.hasPrefix("https://localhost:"))
+            // ALPN: HTTP/2 when the client offers it, HTTP/1.1 for one that does not.
             let health = try await Self.curl(["--cacert", authority, "-o", "/dev/null", "-w", "%{http_code} %{http_version} %{scheme}", "\(stack.url)/healthz"])
-            #expect(health.output == "200 1.1 HTTPS", "\(health)")
+            #expect(health.output == "200 2 HTTPS", "\(health)")
+            let http1 = try await Self.curl(["--http1.1", "--cacert", authority, "-o", "/dev/null", "-w", "%{http_code} %{http_version}", "\(stack.url)/healthz"])
+            #expect(http1.output == "200 1.1", "\(http1)")
 
             let thread = try await createThread(stack, authority: authority)
             let token = try #require(stack.tokens["alice"])
-            let stream = try Self.stream("\(stack.url)/chats/sse/\(thread)", token: token, authority: authority, seconds: 4)
+            // The stream over HTTP/1.1 (the WebSocket is HTTP/1.1 by nature; HTTP/2 streams have tests of their own).
+            let stream = try ChildProcess.start("/usr/bin/curl", [
+                "-sN", "--http1.1", "--cacert", authority, "-H", "Authorization: Bearer \(token)", "--max-time", "4",
+                "\(stack.url)/chats/sse/\(thread)",
+            ])
             let socket = try await TestWebSocket.connect(stack.url, token: token, authority: authority)
             try socket.send(["type": "subscribe", "thread_id": thread])
             try await socket.waitForReply("subscribed", thread: thread)
@@ -77,6 +84,138 @@ struct ServerTLSTests {
             let untrusted = try await Self.curl(["--cacert", stranger.authority, "\(stack.url)/healthz"])
             #expect(untrusted.status == 60, "\(untrusted)")
         }
+    }
+
+    /// `/metrics` of the node's plain operations listener.
+    func metric(_ stack: Stack, _ name: String) async throws -> Double? {
+        try await API("http://127.0.0.1:\(try #require(stack.node.environment["HERALD_OPERATIONS_PORT"]))", token: nil).metric(name)
+    }
+
+    func numsub(_ stack: Stack, _ thread: String) async throws -> String? {
+        try await stack.redis.command("PUBSUB", "NUMSUB", "sse:thread:\(thread)").split(separator: "\n").last.map(String.init)
+    }
+
+    @Test("HTTP/2: 20 event streams over one connection (curl), each with its own thread's frames")
+    func twentyStreamsOneConnection() async throws {
+        let certificates = try TestCertificates.make()
+        try await withStack(environment: ["HERALD_MAX_STREAMS_PER_USER": "50"], serverTLS: certificates) { stack in
+            let authority = certificates.authority
+            let token = try #require(stack.tokens["alice"])
+            var threads: [String] = []
+            for _ in 0..<20 { threads.append(try await createThread(stack, authority: authority)) }
+            let directory = NSTemporaryDirectory() + "herald-h2-\(UUID().uuidString.prefix(8))"
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            // One curl, 20 transfers in parallel, multiplexed on one HTTP/2 connection; each transfer's output in its file.
+            let streams = try ChildProcess.start("/usr/bin/curl", [
+                "-sN", "--http2", "--parallel", "--parallel-max", "20", "--cacert", authority, "-H", "Authorization: Bearer \(token)",
+                "--max-time", "8", "-w", "%{num_connects} %{http_version} %{http_code}\\n", "-o", "\(directory)/#1",
+                "\(stack.url)/chats/sse/{\(threads.joined(separator: ","))}",
+            ])
+            func output(_ thread: String) -> String { (try? String(contentsOfFile: "\(directory)/\(thread)", encoding: .utf8)) ?? "" }
+            try await eventually("all 20 streams connected") { threads.allSatisfy { output($0).contains(": connected") } }
+            #expect(try await metric(stack, "herald_sse_connections") == 20)
+
+            let sends = try await Self.curl([
+                "--http2", "--parallel", "--cacert", authority, "-X", "POST", "-H", "Authorization: Bearer \(token)",
+                "-H", "Content-Type: application/json", "-d", #"{"content":"multiplexed hello"}"#, "-o", "/dev/null", "-w", "%{http_code}\\n",
+                "\(stack.url)/chats/{\(threads.joined(separator: ","))}/send",
+            ])
+            #expect(sends.output.split(separator: "\n").filter { $0 == "202" }.count == 20, "\(sends)")
+            _ = try await streams.waitForExit(timeout: .seconds(15))
+
+            for thread in threads {
+                let events = Self.events(in: output(thread))
+                #expect(events.map(\.type) == Self.fullRun, "thread \(thread)")
+                #expect(events.allSatisfy { $0.data.contains(#""thread_id":"\#(thread)""#) })
+            }
+            // Every transfer reports how many connections it opened: one among the 20, all HTTP/2.
+            let transfers = streams.log().split(separator: "\n").map { $0.split(separator: " ") }.filter { $0.count == 3 }
+            #expect(transfers.count == 20, "\(streams.log())")
+            #expect(transfers.map { Int($0[0]) ?? -1 }.reduce(0, +) == 1, "\(streams.log())")
+            #expect(transfers.allSatisfy { $0[1] == "2" && $0[2] == "200" })
+        }
+    }
+
+    @Test("HTTP/2: a stream reset by the client (RST_STREAM) is cleaned up; the other streams of the connection go on, heartbeats too")
+    func resetOneStream() async throws {
+        let certificates = try TestCertificates.make()
+        try await withStack(environment: ["HERALD_HEARTBEAT_SECONDS": "0.5"], serverTLS: certificates) { stack in
+            let authority = certificates.authority
+            var threads: [String] = []
+            for _ in 0..<3 { threads.append(try await createThread(stack, authority: authority)) }
+            let client = try await Self.h2Client("reset", stack: stack, authority: authority, threads: threads)
+            try await eventually("the client has reset its first stream") { client.log().contains("reset") }
+            try await eventually("the reset stream is gone: registry and NUMSUB") {
+                let open = try await metric(stack, "herald_sse_connections")
+                let subscribers = try await numsub(stack, threads[0])
+                return open == 2 && subscribers == "0"
+            }
+            #expect(try await numsub(stack, threads[1]) == "1")
+            #expect(try await numsub(stack, threads[2]) == "1")
+            for thread in threads.dropFirst() { try await send(stack, thread, "still streaming", authority: authority) }
+            #expect(try await client.waitForExit(timeout: .seconds(15)) == 0, "\(client.log())")
+
+            let report = try #require(client.log().split(separator: "\n").last)
+            let object = try #require(try JSONSerialization.jsonObject(with: Data(report.utf8)) as? [String: Any])
+            #expect(object["status"] as? [String] == ["200", "200", "200"])
+            let received = try #require(object["received"] as? [String])
+            for (thread, text) in zip(threads.dropFirst(), received.dropFirst()) {
+                let events = Self.events(in: text)
+                #expect(events.map(\.type) == Self.fullRun, "thread \(thread)")
+                #expect(text.contains(": heartbeat"), "thread \(thread)")
+            }
+            try await eventually("every stream gone once the client left") { try await metric(stack, "herald_sse_connections") == 0 }
+        }
+    }
+
+    @Test("HTTP/2: a stream whose client stops reading is cut as a slow consumer; its neighbour on the connection is not held up")
+    func slowStreamAlone() async throws {
+        let certificates = try TestCertificates.make()
+        let environment = ["HERALD_STREAM_QUEUE_BYTES": "65536", "HERALD_MAX_CONTENT_BYTES": "65536"]
+        try await withStack(environment: environment, serverTLS: certificates) { stack in
+            let authority = certificates.authority
+            let threads = [try await createThread(stack, authority: authority), try await createThread(stack, authority: authority)]
+            let client = try await Self.h2Client("stall", stack: stack, authority: authority, threads: threads, seconds: 6)
+            try await eventually("the client stalls its first stream") { client.log().contains("stalled") }
+            // 60 KiB messages to the stalled stream's thread: its 64 KiB window fills, then Herald's 64 KiB queue.
+            let big = String(repeating: "x", count: 60_000)
+            let cut = #"herald_sse_disconnects_total{reason="slow_consumer"}"#
+            for _ in 0..<6 where try await metric(stack, cut) != 1 {
+                try await send(stack, threads[0], "[[silent]] \(big)", authority: authority)
+            }
+            try await eventually("the stalled stream is cut as a slow consumer") { try await metric(stack, cut) == 1 }
+            try await send(stack, threads[1], "fast lane", authority: authority)
+            #expect(try await client.waitForExit(timeout: .seconds(15)) == 0, "\(client.log())")
+
+            let report = try #require(client.log().split(separator: "\n").last)
+            let object = try #require(try JSONSerialization.jsonObject(with: Data(report.utf8)) as? [String: Any])
+            #expect(object["reset_by_server"] as? [Bool] == [true, false])
+            let received = try #require(object["received"] as? [String])
+            #expect(Self.events(in: received[1]).map(\.type) == Self.fullRun)
+        }
+    }
+
+    /// Tests/HTTP2/h2_client.py in `mode` against the node, on `threads`, reading for `seconds` after it acted.
+    static func h2Client(_ mode: String, stack: Stack, authority: String, threads: [String], seconds: Int = 4) async throws -> ChildProcess {
+        let venv = try await h2Venv()
+        let token = try #require(stack.tokens["alice"])
+        return try ChildProcess.start(
+            "\(venv)/bin/python",
+            ["\(packageRoot())/Tests/HTTP2/h2_client.py", mode, "localhost", String(stack.node.port), authority, token, String(seconds)] + threads
+        )
+    }
+
+    /// The cached virtualenv with the h2 library (Tests/HTTP2/requirements.txt).
+    static func h2Venv() async throws -> String {
+        let script = try ChildProcess.start(
+            "/bin/bash", ["\(packageRoot())/scripts/python-venv.sh", "h2", "\(packageRoot())/Tests/HTTP2/requirements.txt"]
+        )
+        let status = try await script.waitForExit(timeout: .seconds(600))
+        guard status == 0, let venv = script.log().split(separator: "\n").first(where: { $0.hasPrefix("/") }).map(String.init) else {
+            throw ChildProcessError("scripts/python-venv.sh h2 failed: \(script.log())")
+        }
+        return venv
     }
 
     @Test("SIGHUP loads a renewed certificate for new connections; an open stream goes on; a broken file keeps the old one")

@@ -7,7 +7,7 @@ import UnixSignals
 
 /// The client listener's TLS: the certificate chain and key read from their files at start-up, and again on
 /// SIGHUP (a renewed certificate without a restart). Each connection takes the context that is current when it is
-/// accepted, so connections already open, streams among them, keep theirs. HTTP/1.1 is what ALPN offers.
+/// accepted, so connections already open, streams among them, keep theirs. ALPN offers HTTP/2 and HTTP/1.1.
 final class ServerTLS: Sendable {
     struct LoadError: Error, CustomStringConvertible {
         let files: ServerTLSFiles
@@ -46,7 +46,7 @@ final class ServerTLS: Sendable {
             let chain = try NIOSSLCertificate.fromPEMFile(files.certificateFile).map { NIOSSLCertificateSource.certificate($0) }
             let key = try NIOSSLPrivateKey(file: files.keyFile, format: .pem)
             var configuration = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
-            configuration.applicationProtocols = ["http/1.1"]
+            configuration.applicationProtocols = ["h2", "http/1.1"]
             return try NIOSSLContext(configuration: configuration)
         } catch {
             throw LoadError(files: files, underlying: error)

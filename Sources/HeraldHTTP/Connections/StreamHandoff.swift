@@ -37,11 +37,11 @@ final class StreamHandoff: ChannelDuplexHandler, RemovableChannelHandler {
         let responder: RouterResponder<HeraldRequestContext>
         let logger: Logger
 
-        /// Whether a request is one this handler takes; `first`: the connection's first request.
-        static func handles(_ head: HTTPRequest, first: Bool) -> Bool {
+        /// Whether a request is one this handler takes; `webSocket`: a WebSocket upgrade may be taken now.
+        static func handles(_ head: HTTPRequest, webSocket: Bool) -> Bool {
             guard head.method == .get, let path = head.path else { return false }
             if path.hasPrefix("/chats/sse/") { return true }
-            return first && (path == "/ws" || path.hasPrefix("/ws?"))
+            return webSocket && (path == "/ws" || path.hasPrefix("/ws?"))
         }
     }
 
@@ -85,6 +85,9 @@ final class StreamHandoff: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private let runner: Runner
+    /// Run on an HTTP/2 stream rather than an HTTP/1.1 connection: it cannot become a WebSocket (no extended
+    /// CONNECT here), and the end of the client's input is the end of its request, not the client leaving.
+    private let onHTTP2Stream: Bool
     private let firstRequestPromise: EventLoopPromise<FirstRequest>
     private var firstRequestKnown = false
     private var mode = Mode.awaitingFirstRequest
@@ -97,8 +100,9 @@ final class StreamHandoff: ChannelDuplexHandler, RemovableChannelHandler {
     private var stream: StreamConnection?
     private var shuttingDown = false
 
-    init(runner: Runner, eventLoop: any EventLoop) {
+    init(runner: Runner, eventLoop: any EventLoop, onHTTP2Stream: Bool = false) {
         self.runner = runner
+        self.onHTTP2Stream = onHTTP2Stream
         self.firstRequestPromise = eventLoop.makePromise()
     }
 
@@ -128,7 +132,7 @@ final class StreamHandoff: ChannelDuplexHandler, RemovableChannelHandler {
     /// connection (an SSE client's end of input means it is gone), and so does the server's shutdown, after
     /// ending a stream (`shutdown`) so that its client reconnects elsewhere.
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        let closes = if case ChannelEvent.inputClosed = event { true } else { event is ChannelShouldQuiesceEvent }
+        let closes = if case ChannelEvent.inputClosed = event { !onHTTP2Stream } else { event is ChannelShouldQuiesceEvent }
         let isHummingbirds = switch mode {
         case .awaitingFirstRequest, .streaming: false
         case .holding, .passing: true
@@ -158,7 +162,7 @@ final class StreamHandoff: ChannelDuplexHandler, RemovableChannelHandler {
             parts.append(part)
             mode = .holding(parts)
         case .awaitingFirstRequest:
-            if case .head(let head) = part, Runner.handles(head, first: true) {
+            if case .head(let head) = part, Runner.handles(head, webSocket: !onHTTP2Stream) {
                 run(head, context: context)
                 firstRequestIs(.stream)
             } else {
@@ -167,7 +171,7 @@ final class StreamHandoff: ChannelDuplexHandler, RemovableChannelHandler {
             }
         case .passing:
             if case .head(let head) = part {
-                if outstanding == 0, Runner.handles(head, first: false) {
+                if outstanding == 0, Runner.handles(head, webSocket: false) {
                     run(head, context: context)
                     return
                 }

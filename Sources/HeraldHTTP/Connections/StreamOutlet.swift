@@ -1,6 +1,8 @@
 import HeraldCore
 import NIOCore
 import NIOHTTP1
+import NIOHTTPTypes
+import NIOHTTPTypesHTTP2
 
 /// A stream's way onto its client's connection: the hub writes frames here, on the channel's event loop, and
 /// they go to the socket as they are, in the response's framing (HTTP/1.1 chunks, made once per frame per loop and
@@ -31,10 +33,16 @@ final class StreamOutlet: ChannelDuplexHandler, StreamSink {
         self.connection = connection
     }
 
-    /// Adds an outlet for `connection` to `channel`'s pipeline; on the channel's event loop.
-    static func install(for connection: StreamConnection, on channel: any Channel) throws -> StreamOutlet {
-        let outlet = StreamOutlet(connection: connection)
+    /// Adds an outlet for `connection` to `channel`'s pipeline, for HTTP/1.1 or for an HTTP/2 stream (an
+    /// `HTTP2StreamOutlet`); on the channel's event loop.
+    static func install(for connection: StreamConnection, on channel: any Channel) throws -> any StreamSink {
         let pipeline = channel.pipeline.syncOperations
+        if let codec = try? pipeline.handler(type: HTTP2FramePayloadToHTTPServerCodec.self) {
+            let outlet = HTTP2StreamOutlet(connection: connection)
+            try pipeline.addHandler(outlet, position: .after(codec))
+            return outlet
+        }
+        let outlet = StreamOutlet(connection: connection)
         try pipeline.addHandler(outlet, position: .after(try pipeline.handler(type: HTTPResponseEncoder.self)))
         return outlet
     }
@@ -111,6 +119,73 @@ final class StreamOutlet: ChannelDuplexHandler, StreamSink {
             connection.end(.clientGone)
         }
         context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        connection.end(.clientGone)
+        context.fireChannelInactive()
+    }
+}
+
+/// The outlet of a stream on an HTTP/2 stream: it sits right above the HTTP/2 codec, holds frames until the
+/// response head has passed, then writes each as a body part, which the codec sends as a DATA frame (no chunked
+/// framing in HTTP/2). The stream channel's writability is its flow-control window, so a client that stops
+/// reading one stream makes that stream, not the connection, fall behind; a reset (RST_STREAM) closes the stream
+/// channel, which ends the stream.
+final class HTTP2StreamOutlet: ChannelDuplexHandler, StreamSink {
+    typealias InboundIn = NIOAny
+    typealias OutboundIn = HTTPResponsePart
+    typealias OutboundOut = HTTPResponsePart
+
+    private let connection: StreamConnection
+    private var context: ChannelHandlerContext?
+    private var headSent = false
+    private var held: [OutgoingFrame] = []
+    private var writable = true
+
+    init(connection: StreamConnection) {
+        self.connection = connection
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        writable = context.channel.isWritable
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    var isWritable: Bool { writable && context != nil }
+
+    func write(_ frame: OutgoingFrame) {
+        guard headSent, let context else {
+            held.append(frame)
+            return
+        }
+        context.write(wrapOutboundOut(.body(frame.bytes)), promise: nil)
+    }
+
+    func flush() {
+        context?.flush()
+    }
+
+    func close() {
+        context?.close(promise: nil)
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        context.write(data, promise: promise)
+        guard !headSent, case .head = unwrapOutboundIn(data) else { return }
+        headSent = true
+        for frame in held { write(frame) }
+        held = []
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        writable = context.channel.isWritable
+        if writable { connection.sinkBecameWritable() }
+        context.fireChannelWritabilityChanged()
     }
 
     func channelInactive(context: ChannelHandlerContext) {

@@ -38,7 +38,7 @@ struct WebSocketRoute {
             throw error
         }
         guard let handoff = context.handoff else {
-            throw APIError.badRequest("a WebSocket upgrade must be the first request of its connection")
+            throw APIError.badRequest("a WebSocket upgrade must be the first request of an HTTP/1.1 connection")
         }
         let user = try context.requireUser()
         try checkOrigin(of: request)

@@ -6,14 +6,16 @@ import NIOCore
 import NIOHTTP1
 import NIOHTTPTypes
 import NIOHTTPTypesHTTP1
+import NIOTLS
 
-/// Hummingbird's HTTP/1.1 child channel with Herald's connection limits and stream handoff: each accepted
-/// connection is admitted by the `ConnectionGate` (served, limited to the operators' routes, or refused at once);
-/// a served connection's pipeline gets the request timeouts, the JSON answers to malformed heads, HTTP/1.0's
+/// Hummingbird's HTTP child channel with Herald's connection limits and stream handoff: each accepted connection
+/// is admitted by the `ConnectionGate` (served, limited to the operators' routes, or refused at once); a served
+/// HTTP/1.1 connection's pipeline gets the request timeouts, the JSON answers to malformed heads, HTTP/1.0's
 /// connection handling and, with `streams`, the `StreamHandoff`, which runs stream requests without a
-/// Hummingbird task. With `tls`, every connection speaks TLS first (the refused ones too). Hummingbird's task and async channel are set up only once a connection asks for something
-/// else.
-struct LimitedHTTP1Channel: ServerChildChannel {
+/// Hummingbird task; Hummingbird's task and async channel are set up only once a connection asks for something
+/// else. With `tls`, every connection speaks TLS first (the refused ones too), and one that negotiates `h2` gets
+/// HTTP/2, each stream handled like an HTTP/1.1 connection's first request (`HTTP2Connections`).
+struct LimitedHTTPChannel: ServerChildChannel {
     struct Connection: ServerChildChannelValue {
         enum Start: Sendable {
             /// Answered and closed by `CapacityRefusal`, without HTTP.
@@ -21,6 +23,10 @@ struct LimitedHTTP1Channel: ServerChildChannel {
             case hummingbird(HTTP1Channel.Value)
             /// Waiting for the first request: a stream is the handoff's, anything else Hummingbird's.
             case handoff(NIOLoopBound<StreamHandoff>, EventLoopFuture<StreamHandoff.FirstRequest>)
+            /// HTTP/2 over TLS: each stream as it opens, waiting for its request like an HTTP/1.1 connection.
+            case http2(AsyncStream<HTTP2Connections.Stream>)
+            /// TLS: one of the others once the handshake has settled the protocol.
+            case negotiating(EventLoopFuture<Start>)
         }
 
         let channel: any Channel
@@ -62,34 +68,85 @@ struct LimitedHTTP1Channel: ServerChildChannel {
         }
         let gate = self.gate
         channel.closeFuture.whenComplete { _ in gate.release() }
+        guard let tls else {
+            return channel.eventLoop.makeCompletedFuture { try configureHTTP1(channel, admission: admission, logger: logger) }
+        }
+        // TLS first; the rest of the pipeline is the protocol ALPN settles on: HTTP/2 for a served connection that
+        // asks for it, HTTP/1.1 otherwise. Known only once the handshake is done, which needs the connection to be
+        // read, so `handle` waits for it. A client that never finishes its handshake is closed like one that never
+        // finishes its request head.
+        let negotiated = channel.eventLoop.makePromise(of: Connection.Start.self)
+        let handshakeTimeout = channel.eventLoop.scheduleTask(in: .nanoseconds(Int64(limits.headerTimeoutSeconds * 1_000_000_000))) {
+            channel.close(promise: nil)
+        }
+        channel.closeFuture.whenComplete { _ in negotiated.fail(ChannelError.ioOnClosedChannel) }
+        negotiated.futureResult.whenComplete { _ in handshakeTimeout.cancel() }
+        let http2 = admission == .served ? streams.map { HTTP2Connections(streams: $0, logger: logger) } : nil
         return channel.eventLoop.makeCompletedFuture {
-            if admission == .served, let streams {
-                let handoff = StreamHandoff(runner: streams, eventLoop: channel.eventLoop)
-                try configureHTTP(channel, handoff: handoff, logger: logger)
-                let start = Connection.Start.handoff(NIOLoopBound(handoff, eventLoop: channel.eventLoop), handoff.firstRequest)
-                return Connection(channel: channel, start: start, admission: admission)
-            }
-            try configureHTTP(channel, handoff: nil, logger: logger)
-            return Connection(channel: channel, start: .hummingbird(try Self.asyncChannel(channel)), admission: admission)
+            try channel.pipeline.syncOperations.addHandler(tls.handler())
+            try channel.pipeline.syncOperations.addHandler(
+                ApplicationProtocolNegotiationHandler { result, channel in
+                    negotiated.completeWith(Result {
+                        if case .negotiated("h2") = result, let http2 { return .http2(try http2.configure(channel)) }
+                        return try configureHTTP1(channel, admission: admission, logger: logger).start
+                    })
+                    return channel.eventLoop.makeSucceededVoidFuture()
+                }
+            )
+            return Connection(channel: channel, start: .negotiating(negotiated.futureResult), admission: admission)
         }
     }
 
+    /// An HTTP/1.1 connection: the handoff takes its streams (if it may have any), Hummingbird the rest.
+    private func configureHTTP1(_ channel: any Channel, admission: ConnectionGate.Admission, logger: Logger) throws -> Connection {
+        if admission == .served, let streams {
+            let handoff = StreamHandoff(runner: streams, eventLoop: channel.eventLoop)
+            try configureHTTP(channel, handoff: handoff, logger: logger)
+            let start = Connection.Start.handoff(NIOLoopBound(handoff, eventLoop: channel.eventLoop), handoff.firstRequest)
+            return Connection(channel: channel, start: start, admission: admission)
+        }
+        try configureHTTP(channel, handoff: nil, logger: logger)
+        return Connection(channel: channel, start: .hummingbird(try Self.asyncChannel(channel)), admission: admission)
+    }
+
     func handle(value: Connection, logger: Logger) async {
-        switch value.start {
+        await handle(value.start, of: value, logger: logger)
+    }
+
+    private func handle(_ start: Connection.Start, of value: Connection, logger: Logger) async {
+        switch start {
+        case .negotiating(let negotiated):
+            guard let settled = try? await negotiated.get() else { return }
+            await handle(settled, of: value, logger: logger)
         case .refused:
             return
         case .hummingbird(let http):
             await (value.admission == .operatorsOnly ? operatorsOnly : served).handle(value: http, logger: logger)
         case .handoff(let handoff, let firstRequest):
-            guard case .http? = try? await firstRequest.get() else { return }
-            let channel = value.channel
-            let http = try? await channel.eventLoop.submit {
-                let http = try Self.asyncChannel(channel)
-                handoff.value.passToHummingbird()
-                return http
-            }.get()
-            if let http { await served.handle(value: http, logger: logger) }
+            await serve(value.channel, unlessStream: handoff, firstRequest, logger: logger)
+        case .http2(let streams):
+            // Each HTTP/2 stream is a request of its own: streams the handoff took need nothing here.
+            await withDiscardingTaskGroup { group in
+                for await stream in streams {
+                    group.addTask { await serve(stream.channel, unlessStream: stream.handoff, stream.firstRequest, logger: logger) }
+                }
+            }
         }
+    }
+
+    /// Hands a channel (a connection, or an HTTP/2 stream) to Hummingbird once its first request is known not to
+    /// be one the handoff runs.
+    private func serve(
+        _ channel: any Channel, unlessStream handoff: NIOLoopBound<StreamHandoff>, _ firstRequest: EventLoopFuture<StreamHandoff.FirstRequest>,
+        logger: Logger
+    ) async {
+        guard case .http? = try? await firstRequest.get() else { return }
+        let http = try? await channel.eventLoop.submit {
+            let http = try Self.asyncChannel(channel)
+            handoff.value.passToHummingbird()
+            return http
+        }.get()
+        if let http { await served.handle(value: http, logger: logger) }
     }
 
     /// The pipeline of Hummingbird's `HTTP1Channel` (its codecs and connection state), with Herald's handlers. The
@@ -111,9 +168,7 @@ struct LimitedHTTP1Channel: ServerChildChannel {
         let decoder = try pipeline.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
         let timeouts = RequestTimeoutHandler(limits: limits)
         try pipeline.addHandlers([MalformedRequestResponder(), timeouts, ConnectionPersistenceHandler()], position: .after(decoder))
-        try pipeline.addHandler(RequestStartObserver(reportingTo: timeouts), position: .first)
-        // In front of everything: the handlers above see the decrypted bytes.
-        if let tls { try pipeline.addHandler(tls.handler(), position: .first) }
+        try pipeline.addHandler(RequestStartObserver(reportingTo: timeouts), position: .before(decoder))
     }
 
     /// Hummingbird's end of the pipeline; on the channel's event loop.
@@ -146,11 +201,11 @@ struct LimitedHTTP1Channel: ServerChildChannel {
 }
 
 extension HTTPServerBuilder {
-    /// HTTP/1.1 with Herald's connection timeouts and cap (see `LimitedHTTP1Channel`), over TLS with `tls`.
-    static func limitedHTTP1(limits: ConnectionLimits, streams: StreamHandoff.Runner, tls: ServerTLS?) -> HTTPServerBuilder {
+    /// HTTP/1.1 with Herald's connection timeouts and cap (see `LimitedHTTPChannel`), over TLS with `tls`.
+    static func limitedHTTP(limits: ConnectionLimits, streams: StreamHandoff.Runner, tls: ServerTLS?) -> HTTPServerBuilder {
         HTTPServerBuilder { responder in
             let gate = ConnectionGate(maxConnections: limits.maxConnections, reserve: ConnectionLimits.operatorReserve)
-            return LimitedHTTP1Channel(responder: responder, limits: limits, gate: gate, streams: streams, tls: tls)
+            return LimitedHTTPChannel(responder: responder, limits: limits, gate: gate, streams: streams, tls: tls)
         }
     }
 
@@ -159,7 +214,7 @@ extension HTTPServerBuilder {
     static func operationsHTTP1(limits: ConnectionLimits) -> HTTPServerBuilder {
         HTTPServerBuilder { responder in
             let gate = ConnectionGate(maxConnections: ConnectionLimits.operationsMaxConnections, reserve: 0, countsClients: false)
-            return LimitedHTTP1Channel(responder: responder, limits: limits, gate: gate, streams: nil)
+            return LimitedHTTPChannel(responder: responder, limits: limits, gate: gate, streams: nil)
         }
     }
 }
@@ -187,7 +242,7 @@ final class CapacityRefusal: ChannelInboundHandler, RemovableChannelHandler {
     private func answer(_ context: ChannelHandlerContext) {
         guard !hasAnswered else { return }
         hasAnswered = true
-        let error = LimitedHTTP1Channel.overCapacity
+        let error = LimitedHTTPChannel.overCapacity
         var head = "HTTP/1.1 \(error.status.code) \(error.status.reasonPhrase)\r\n"
         head += "Content-Type: application/json; charset=utf-8\r\n"
         for field in error.headers { head += "\(field.name.rawName): \(field.value)\r\n" }
