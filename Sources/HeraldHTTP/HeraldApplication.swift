@@ -24,6 +24,7 @@ public enum HeraldApplication {
                 logger.critical("REDIS_TLS_INSECURE: Redis's certificate and name are NOT verified; anyone on the path can read and forge every frame")
             }
         }
+        logger.info("redis", metadata: ["endpoint": "\(redisConfiguration.endpointDescription)"])
         let nodeName = "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)"
         let keys = ThreadKeys(prefix: configuration.channelPrefix)
 

@@ -9,6 +9,15 @@ public struct RedisConfiguration: Sendable, Hashable {
     /// TLS for every connection (commands and the subscriber) when set: `rediss://`.
     public var tls: TLS?
 
+    /// Where the client connects, for logs: the URL without credentials, and how TLS is checked.
+    public var endpointDescription: String {
+        let scheme = tls == nil ? "redis" : "rediss"
+        let address = "\(scheme)://\(host):\(port)/\(database)"
+        guard let tls else { return address }
+        if !tls.verifiesServer { return address + " (TLS, NOT verified)" }
+        return address + " (TLS, verified against " + (tls.caFile ?? "the system's trust store") + ")"
+    }
+
     /// How Redis's certificate is checked, and the client's own.
     public struct TLS: Sendable, Hashable {
         /// PEM file of the CA that signed the server's certificate; nil trusts the system's store.

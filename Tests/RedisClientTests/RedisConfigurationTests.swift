@@ -40,6 +40,18 @@ import Testing
         #expect(!reason.isEmpty)
     }
 
+    @Test("the endpoint as logged: no credentials, and how TLS is checked")
+    func endpointDescription() throws {
+        #expect(try RedisConfiguration(url: "redis://:secret@cache:6380/2").endpointDescription == "redis://cache:6380/2")
+        var managed = try RedisConfiguration(url: "rediss://user:secret@redis.example.com:6380")
+        #expect(managed.endpointDescription == "rediss://redis.example.com:6380/0 (TLS, verified against the system's trust store)")
+        managed.tls?.caFile = "/etc/herald/redis-ca.pem"
+        #expect(managed.endpointDescription == "rediss://redis.example.com:6380/0 (TLS, verified against /etc/herald/redis-ca.pem)")
+        managed.tls?.verifiesServer = false
+        #expect(!managed.endpointDescription.contains("secret"))
+        #expect(managed.endpointDescription.hasSuffix("(TLS, NOT verified)"))
+    }
+
     @Test func scriptSHA1MatchesKnownVectors() {
         #expect(RedisScript("").sha1 == "da39a3ee5e6b4b0d3255bfef95601890afd80709")
         #expect(RedisScript("abc").sha1 == "a9993e364706816aba3e25717850c26c9cd0d89d")
