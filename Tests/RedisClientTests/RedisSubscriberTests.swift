@@ -83,12 +83,23 @@ private struct Harness {
             onMessage: { _, _ in }
         )
         let runner = Task { try await subscriber.run() }
-        let start = ContinuousClock.now
-        await #expect(throws: RedisError.notConnected) {
-            try await subscriber.subscribe("x", timeout: .milliseconds(200))
+        // Each call's own timeout is honoured: a 200 ms one asked after a 3 s one gives up first. (Told apart by
+        // order, not by the clock: a loaded machine can stall the loop longer than either; with one timeout for all,
+        // the first asked would give up first.)
+        let givenUp = GivingUpOrder()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for (channel, timeout) in [("long", Duration.seconds(3)), ("short", .milliseconds(200))] {
+                group.addTask {
+                    await #expect(throws: RedisError.notConnected) {
+                        try await subscriber.subscribe(channel, timeout: timeout)
+                    }
+                    await givenUp.record(channel)
+                }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            try await group.waitForAll()
         }
-        // The 200 ms timeout was honoured, not the 5 s default.
-        #expect(ContinuousClock.now - start < .seconds(4))
+        #expect(await givenUp.channels == ["short", "long"])
         #expect(!subscriber.isConnected)
         // Cancelling run() ends the subscriber like shutdown().
         runner.cancel()
@@ -159,5 +170,14 @@ private struct Harness {
 
         try await harness.stop()
         await client.close()
+    }
+}
+
+/// The order in which subscribe calls gave up.
+private actor GivingUpOrder {
+    private(set) var channels: [String] = []
+
+    func record(_ channel: String) {
+        channels.append(channel)
     }
 }
