@@ -14,8 +14,14 @@ public final class FanoutHub: Service, Sendable {
         /// For each watched channel, how many of its streams each loop holds.
         var watchers: [String: [ObjectIdentifier: Int]] = [:]
         var loops: [ObjectIdentifier: LoopFanout] = [:]
-        /// Connections whose subscription `acquire` succeeded: each holds one reference of its channel.
+        /// Connections that hold a reference of their channel's subscription, taken from `ChannelSubscriptions`
+        /// (`acquire` succeeded) or shared (below).
         var holdingReference: Set<UInt64> = []
+        /// For each channel, the references taken from `ChannelSubscriptions`, confirmed and not given back.
+        var confirmedReferences: [String: Int] = [:]
+        /// For each channel, references taken while a confirmed one was held, without asking `ChannelSubscriptions`
+        /// (an actor hop per open): given back first, so the confirmed ones, and the subscription, outlive them.
+        var sharedReferences: [String: Int] = [:]
         var perUser: [String: Int] = [:]
         /// Owners of threads with local clients, by channel: while a thread has one, this node is subscribed to
         /// it and sees its `thread_deleted`, so the owner can be trusted without asking PostgreSQL.
@@ -129,13 +135,20 @@ public final class FanoutHub: Service, Sendable {
             }
         }
         // Registered, and the log position read, in one step with respect to deliveries (which post and move the
-        // position under the same lock): every frame after the position reaches the stream live.
-        let position = registry.withLockedValue { registry -> StreamID? in
+        // position under the same lock): every frame after the position reaches the stream live. A channel already
+        // subscribed and confirmed for another stream is shared at once, as `ChannelSubscriptions` would do.
+        let (position, shared) = registry.withLockedValue { registry -> (StreamID?, Bool) in
             registry.connections[id] = connection
             registry.watchers[channel, default: [:]][ObjectIdentifier(eventLoop), default: 0] += 1
             fanout.post(.register(connection, channel: channel))
-            return registry.logPositions[channel]
+            let shared = registry.confirmedReferences[channel, default: 0] > 0
+            if shared {
+                registry.sharedReferences[channel, default: 0] += 1
+                registry.holdingReference.insert(id)
+            }
+            return (registry.logPositions[channel], shared)
         }
+        if shared { return (connection, position) }
         do {
             try await subscriptions.acquire(channel)
         } catch {
@@ -148,6 +161,7 @@ public final class FanoutHub: Service, Sendable {
         let stillOpen = registry.withLockedValue { registry -> Bool in
             guard registry.connections[id] != nil else { return false }
             registry.holdingReference.insert(id)
+            registry.confirmedReferences[channel, default: 0] += 1
             return true
         }
         if !stillOpen {
@@ -194,7 +208,14 @@ public final class FanoutHub: Service, Sendable {
             registry.owners[channel] = nil
             registry.logPositions[channel] = nil
         }
-        return registry.holdingReference.remove(connection.id) != nil
+        guard registry.holdingReference.remove(connection.id) != nil else { return false }
+        if let shared = registry.sharedReferences[channel] {
+            registry.sharedReferences[channel] = shared > 1 ? shared - 1 : nil
+            return false
+        }
+        let confirmed = registry.confirmedReferences[channel, default: 1]
+        registry.confirmedReferences[channel] = confirmed > 1 ? confirmed - 1 : nil
+        return true
     }
 
     /// Open client connections on this node.
