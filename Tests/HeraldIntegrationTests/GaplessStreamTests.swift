@@ -15,6 +15,10 @@ struct GaplessStreamTests {
         return sent
     }
 
+    /// How long a wait for a steadily published delta may take: the whole suite on two cores can slow the posts
+    /// down many times over (seen: 30 deltas in 10 s), and this test is about order and completeness, not pace.
+    static let publishing: Duration = .seconds(40)
+
     @Test("reconnecting with Last-Event-ID while frames keep coming: every frame exactly once, in order")
     func resumeWhilePublishing() async throws {
         try await withStack { stack in
@@ -28,7 +32,7 @@ struct GaplessStreamTests {
 
             // Connection 1 reads some frames and vanishes; connection 2 resumes with the header (an EventSource
             // reconnect), reads some and vanishes; connection 3 resumes with the query parameter (a page reload).
-            try await first.waitForDelta(40)
+            try await first.waitForDelta(40, timeout: Self.publishing)
             await first.connection.killAndWait()
             try await first.waitForEnd()
             let firstEvents = first.events
@@ -36,7 +40,7 @@ struct GaplessStreamTests {
 
             let second = try await api.openStream(thread, headers: [("Last-Event-ID", afterFirst)])
             let secondReached = (firstEvents.compactMap(\.deltaIndex).last ?? 0) + 40
-            try await second.waitForDelta(secondReached)
+            try await second.waitForDelta(secondReached, timeout: Self.publishing)
             await second.connection.killAndWait()
             try await second.waitForEnd()
             let secondEvents = second.events
@@ -44,7 +48,7 @@ struct GaplessStreamTests {
 
             let third = try await api.openStream(thread, query: "?last_event_id=\(afterSecond)")
             try await publisher.finish()
-            try await third.waitForDelta(total - 1)
+            try await third.waitForDelta(total - 1, timeout: Self.publishing)
             try await Task.sleep(for: .milliseconds(300))  // a duplicate or stray frame would arrive by now
             let thirdEvents = third.events
 

@@ -197,7 +197,8 @@ public final class FanoutHub: Service, Sendable {
         }
     }
 
-    /// Removes `connection` from the registry; true if it held a channel reference, which the caller gives back.
+    /// Removes `connection` from the registry; true if it held a reference taken from `ChannelSubscriptions`, which the
+    /// caller gives back there (a shared reference is given back here).
     private static func unregister(_ connection: StreamConnection, channel: String, in registry: inout Registry) -> Bool {
         guard registry.connections.removeValue(forKey: connection.id) != nil else { return false }
         let loop = ObjectIdentifier(connection.eventLoop)
