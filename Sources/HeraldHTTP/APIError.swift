@@ -48,6 +48,12 @@ public struct APIError: Error, HTTPResponseError {
         return error
     }
     static func notFound(_ what: String) -> APIError { APIError(.notFound, "not_found", "\(what) not found") }
+    /// A new stream on a node that is shutting down: the client reconnects (through the load balancer) elsewhere.
+    static var draining: APIError {
+        var error = APIError(.serviceUnavailable, "draining", "this node is shutting down; reconnect to another")
+        error.headers[.retryAfter] = "1"
+        return error
+    }
     static func unavailable(_ dependency: String) -> APIError {
         APIError(.serviceUnavailable, "dependency_unavailable", "\(dependency) is unavailable; retry later")
     }

@@ -28,6 +28,10 @@ struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             case .malformed(let message): return .badRequest(message)
             case .invalid(let message): return .invalid(message)
             }
+        case let error as FanoutHub.TooManyStreams:
+            var tooMany = APIError(.tooManyRequests, "too_many_streams", "at most \(error.limit) open streams per user")
+            tooMany.headers[.retryAfter] = "5"
+            return tooMany
         case let error as DependencyUnavailable:
             logger.warning("dependency unavailable", metadata: ["error": "\(error)"])
             return .unavailable(error.dependency)

@@ -39,19 +39,11 @@ struct StreamOpener: Sendable {
             guard try await store.threadExists(thread, owner: user) else { throw NotFound(what: "thread") }
         }
         // Subscribed before anything is read from the log: frames published from here on are queued.
-        let connection: StreamConnection
-        let logPosition: StreamID?
-        do {
-            (connection, logPosition) = try await hub.open(
-                thread: thread, quota: quota,
-                limits: .init(maxFrames: configuration.streamQueueMaxFrames, maxBytes: configuration.streamQueueMaxBytes),
-                eventLoop: channel.eventLoop
-            )
-        } catch let error as FanoutHub.TooManyStreams {
-            var apiError = APIError(.tooManyRequests, "too_many_streams", "at most \(error.limit) open streams per user")
-            apiError.headers[.retryAfter] = "5"
-            throw apiError
-        }
+        let (connection, logPosition) = try await hub.open(
+            thread: thread, quota: quota,
+            limits: .init(maxFrames: configuration.streamQueueMaxFrames, maxBytes: configuration.streamQueueMaxBytes),
+            eventLoop: channel.eventLoop
+        )
         hub.rememberOwner(user, of: connection)
         // A resume starts after the client's id; anything else (live, or a malformed id answered with resync)
         // counts from the log's newest id, where a catch-up after a subscriber outage begins.

@@ -36,11 +36,7 @@ struct StreamRoute {
     }
 
     @Sendable func stream(_ request: Request, context: HeraldRequestContext) async throws -> Response {
-        if drain.isDraining {
-            var error = APIError(.serviceUnavailable, "draining", "this node is shutting down; reconnect to another")
-            error.headers[.retryAfter] = "1"
-            throw error
-        }
+        if drain.isDraining { throw APIError.draining }
         let thread = try context.parameters.uuid("thread_id")
         let heartbeats = try heartbeatStyle(of: request)
         let user = try context.requireUser()

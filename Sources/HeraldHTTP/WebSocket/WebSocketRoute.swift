@@ -32,23 +32,13 @@ struct WebSocketRoute {
         guard let key = request.headers[.secWebSocketKey], Data(base64Encoded: key)?.count == 16 else {
             throw APIError.badRequest("Sec-WebSocket-Key must be 16 bytes in base64")
         }
-        if drain.isDraining {
-            var error = APIError(.serviceUnavailable, "draining", "this node is shutting down; reconnect to another")
-            error.headers[.retryAfter] = "1"
-            throw error
-        }
+        if drain.isDraining { throw APIError.draining }
         guard let handoff = context.handoff else {
             throw APIError.badRequest("a WebSocket upgrade must be the first request of an HTTP/1.1 connection")
         }
         let user = try context.requireUser()
         try checkOrigin(of: request)
-        do {
-            try opener.hub.reserveSlot(opener.quota(of: user))
-        } catch {
-            var apiError = APIError(.tooManyRequests, "too_many_streams", "at most \(error.limit) open streams per user")
-            apiError.headers[.retryAfter] = "5"
-            throw apiError
-        }
+        try opener.hub.reserveSlot(opener.quota(of: user))
         handoff.hold(
             webSocket: .init(
                 user: user, opener: opener, sender: sender,
