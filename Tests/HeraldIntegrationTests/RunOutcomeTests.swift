@@ -53,6 +53,46 @@ struct RunOutcomeTests {
         }
     }
 
+    @Test("deltas that overtake the engine's answer to the trigger: `running` goes out once, before the first delta")
+    func deltasBeforeTheTriggerReturns() async throws {
+        // The engine posts its deltas while Herald still waits for the trigger's answer, as a fast engine under load does.
+        let answer = DispatchSemaphore(value: 0)
+        let engine = try TestHTTPServer { _, _ in
+            answer.wait()
+            return .respond(status: 202, headers: [("Content-Type", "application/json")], body: Array("{}".utf8))
+        }
+        defer { engine.stop() }
+        try await withStack(agent: .external(engine.url), environment: ["AGENT_KIND": "generic"]) { stack in
+            defer { answer.signal() }
+            let api = stack.api()
+            let thread = try await api.createThread()
+            let stream = try await api.openStream(thread)
+            try await stream.waitForComment(containing: "connected")
+            let sent = try await api.send(thread, "be quick")
+            try await eventually("the engine is triggered") { !engine.requests.isEmpty }
+            #expect(api.outcome(try await api.delta(run: sent.run, index: 0, "Hel")) == "accepted")
+            #expect(api.outcome(try await api.webhook(["run_id": sent.run, "event": "delta", "delta": "lo"])) == "accepted")
+            let early = try await stream.waitForEvents(count: 5)
+            #expect(early.map(\.type) == ["message_update", "run_status", "run_status", "delta", "delta"])
+            #expect(early.filter { $0.type == "run_status" }.map { $0.object["status"] as? String } == ["queued", "running"])
+            // The delta without an index took the next one: the `running` mark is not counted as a delta.
+            #expect(early.filter { $0.type == "delta" }.map { $0.object["index"] as? Int } == [0, 1])
+
+            answer.signal()
+            let pool = PostgresPool(configuration: .init(connectionString: stack.databaseURL, poolSize: 1), logger: Logger(label: "test"))
+            try await eventually("the trigger's answer is recorded") {
+                try await pool.query("SELECT status FROM runs WHERE id = $1::uuid", [sent.run]).rows.first?["status"] == "running"
+            }
+            await pool.shutdown()
+            #expect(api.outcome(try await api.webhook(["run_id": sent.run, "event": "completed", "content": "Hello"])) == "accepted")
+            let events = try await stream.waitForEvents(count: 7)
+            #expect(events.suffix(2).map(\.type) == ["message_update", "run_status"])
+            #expect(events.filter { $0.object["status"] as? String == "running" }.count == 1, "\(events.map(\.type))")
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(stream.events.count == 7, "\(stream.events.map(\.type))")
+        }
+    }
+
     @Test("engine down: the run fails after retries and an error frame is published")
     func engineDown() async throws {
         try await withStack(agent: .unreachable, environment: ["HERALD_AGENT_MAX_ATTEMPTS": "2"]) { stack in
@@ -128,7 +168,7 @@ struct OpenRunDeltaTests {
 
             // On the stream: the delta, the final message and status, and nothing after them.
             let events = try await stream.waitForEvents(count: 6)
-            // (`running` comes when the engine accepted the run, before or after the first delta.)
+            // (`running` precedes the first delta: see `deltasBeforeTheTriggerReturns`.)
             #expect(events.map(\.type).sorted() == ["delta", "message_update", "message_update", "run_status", "run_status", "run_status"])
             #expect(events.suffix(2).map(\.type) == ["message_update", "run_status"])
             #expect(events.last?.object["status"] as? String == "completed")

@@ -49,20 +49,39 @@ public struct FramePublisher: Sendable {
 
     /// A delta is published once per (run, index): the index set makes repeated deliveries no-ops. A delta
     /// without an index gets the next free one. Returns nil for a repeat, `ended` once the run's final frames
-    /// are out, else the frame's id.
+    /// are out, else the frame's id. The run's first published delta is preceded by its `running` frame (ARGV[6])
+    /// unless that is out already: an engine may post deltas before its answer to the trigger reaches Herald.
     static let deltaScript = RedisScript(
         """
         if redis.call('SISMEMBER', KEYS[3], 'final') == 1 then return 'ended' end
         local index = ARGV[3]
         if index == '' then
-          index = tostring(redis.call('SCARD', KEYS[3]))
+          index = tostring(redis.call('SCARD', KEYS[3]) - redis.call('SISMEMBER', KEYS[3], 'running'))
           while redis.call('SISMEMBER', KEYS[3], index) == 1 do index = tostring(tonumber(index) + 1) end
         end
         if redis.call('SADD', KEYS[3], index) == 0 then return false end
         redis.call('EXPIRE', KEYS[3], ARGV[2])
+        if redis.call('SADD', KEYS[3], 'running') == 1 then
+          local runningID = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'frame', ARGV[6])
+          redis.call('PUBLISH', KEYS[1], 'id: ' .. runningID .. '\\n' .. ARGV[6])
+        end
         local body = ARGV[4] .. index .. ARGV[5]
         local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'frame', body)
         redis.call('PUBLISH', KEYS[1], 'id: ' .. id .. '\\n' .. body)
+        redis.call('EXPIRE', KEYS[2], ARGV[2])
+        return id
+        """
+    )
+
+    /// A run's `running` frame, published once (whichever of the trigger's answer, a status webhook or the first
+    /// delta comes first) and never after its final frames. Returns the frame's id, nil if it was not published.
+    static let runningScript = RedisScript(
+        """
+        if redis.call('SISMEMBER', KEYS[3], 'final') == 1 then return false end
+        if redis.call('SADD', KEYS[3], 'running') == 0 then return false end
+        redis.call('EXPIRE', KEYS[3], ARGV[2])
+        local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'frame', ARGV[3])
+        redis.call('PUBLISH', KEYS[1], 'id: ' .. id .. '\\n' .. ARGV[3])
         redis.call('EXPIRE', KEYS[2], ARGV[2])
         return id
         """
@@ -118,6 +137,7 @@ public struct FramePublisher: Sendable {
             .string(index.map(String.init) ?? ""),
             .bytes(ByteBuffer(bytes: body[..<range.lowerBound])),
             .bytes(ByteBuffer(bytes: body[range.upperBound...])),
+            .bytes(ByteBuffer(bytes: FrameEncoder.body(of: .runStatus(.init(threadID: delta.threadID, runID: delta.runID, status: .running))))),
         ]
         let reply = try await run(
             Self.deltaScript, kind: "delta", thread: delta.threadID,
@@ -128,6 +148,15 @@ public struct FramePublisher: Sendable {
         case "ended": return .runEnded
         default: return .published
         }
+    }
+
+    /// Publishes the run's `running` status unless it is out already (see `runningScript`).
+    public func publishRunning(_ run: UUID, thread: UUID) async throws(DependencyUnavailable) {
+        let arguments: [RedisArgument] = [
+            .string(String(logMaxLength)), .string(String(logTTLSeconds)),
+            .bytes(ByteBuffer(bytes: FrameEncoder.body(of: .runStatus(.init(threadID: thread, runID: run, status: .running))))),
+        ]
+        _ = try await self.run(Self.runningScript, kind: "frames", thread: thread, extraKeys: [keys.deltaIndexes(thread, run: run)], arguments: arguments)
     }
 
     /// One script call, timed (`herald_publish_duration_seconds{kind}`) and traced (a producer span).

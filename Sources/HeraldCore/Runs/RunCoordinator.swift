@@ -208,7 +208,7 @@ public final class RunCoordinator: Sendable {
             }
         }
         try await InstrumentationContext.$current.withValue(traceContext) {
-            try await publisher.publish([.runStatus(.init(threadID: request.thread, runID: request.run, status: .running))], thread: request.thread)
+            try await publisher.publishRunning(request.run, thread: request.thread)
         }
     }
 
@@ -240,7 +240,7 @@ public final class RunCoordinator: Sendable {
         case .status(let reference, let status):
             let run = try await resolve(reference)
             guard status == .running, try await store.markRunning(run.id, engineRunID: reference.engineRunID) else { return .ignored }
-            try await publisher.publish([.runStatus(.init(threadID: run.threadID, runID: run.id, status: .running))], thread: run.threadID)
+            try await publisher.publishRunning(run.id, thread: run.threadID)
             return .accepted
         }
     }
