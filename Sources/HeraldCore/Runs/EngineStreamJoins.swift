@@ -77,11 +77,17 @@ public final class EngineStreamJoins: Sendable {
         }
     }
 
-    /// Ends the run's join, if this node has one, and waits until it can publish nothing more.
-    public func stop(_ run: UUID) async {
+    /// Ends the run's join, if this node has one, and waits until it can publish nothing more. With a `grace`,
+    /// the join first has that long to end by itself: an engine ends its stream with the run, and its result may
+    /// overtake the stream's last chunks, which would otherwise be lost as deltas.
+    public func stop(_ run: UUID, grace: Duration = .zero) async {
         guard let task = active.withLockedValue({ $0.removeValue(forKey: run) }) else { return }
-        task.cancel()
+        let deadline = Task {
+            if grace > .zero { try? await Task.sleep(for: grace) }
+            task.cancel()
+        }
         await task.value
+        deadline.cancel()
     }
 
     // MARK: Relay

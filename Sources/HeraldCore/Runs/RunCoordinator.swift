@@ -294,8 +294,9 @@ public final class RunCoordinator: Sendable {
         let run: ChatRun, message: ChatMessage?, cacheKey: String?
         let result = try await store.finalize(run: runID, status: status, reply: reply, error: error)
         openRuns.forget(runID)
-        // No delta may follow the final message: this node's join of the run ends before the final frames go out.
-        await streamJoins?.stop(runID)
+        // No delta may follow the final message: this node's join of the run ends before the final frames go out,
+        // after relaying what the engine streamed before a completed result.
+        await streamJoins?.stop(runID, grace: status == .completed ? .seconds(2) : .zero)
         switch result {
         case .finalized(let finalRun, let reply, let key):
             (run, message, outcome, cacheKey) = (finalRun, reply, .accepted, key)
