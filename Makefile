@@ -10,11 +10,11 @@ FILTER ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help run test build services status stop clean
+.PHONY: help run test build services status stop cluster cluster-stop clean
 
 help: ## this list
 	@echo "Herald - make targets:"
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z]+):.*## /  \1\t/' | expand -t 14
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /  \1\t/' | expand -t 16
 	@echo "  (make test FILTER=Name runs only the matching tests; ARGS=... passes more to swift test)"
 
 run: ## install deps, build, start Redis/PostgreSQL, migrate, run the demo agent and Herald (:8080)
@@ -37,6 +37,14 @@ status: ## are the .data/ services running?
 stop: ## stop Redis and PostgreSQL (data is kept)
 	@bash scripts/services.sh stop
 
-clean: ## stop the services, remove .build and .data
+cluster: ## start a local 3-master/3-replica Redis Cluster under .data/cluster (ports 7001-7006)
+	@bash scripts/redis-cluster.sh start
+	@bash scripts/redis-cluster.sh env
+
+cluster-stop: ## stop the local Redis Cluster (its nodes.conf files are kept)
+	@bash scripts/redis-cluster.sh stop
+
+clean: ## stop the services and the cluster, remove .build and .data
 	-@bash scripts/services.sh stop
+	-@bash scripts/redis-cluster.sh stop
 	rm -rf .build .data

@@ -30,16 +30,8 @@ DATABASE_URL="postgresql://$PG_SUPERUSER@127.0.0.1:$PG_PORT/$DB_NAME"
 
 say() { echo "services: $*" >&2; }
 die() { say "$*"; exit 1; }
-
-# A process that exists and is not a zombie: a daemon killed hard stays a zombie
-# until its parent (often pid 1 in a container) reaps it, and kill -0 still succeeds.
-alive() {
-    local stat
-    [[ $1 =~ ^[0-9]+$ ]] && kill -0 "$1" 2>/dev/null || return 1
-    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-    stat=${stat##*) }
-    [[ ${stat:0:1} != Z ]]
-}
+# shellcheck source=scripts/lib/processes.sh
+source "$ROOT/scripts/lib/processes.sh" # alive
 
 # ---------------------------------------------------------------- Redis
 

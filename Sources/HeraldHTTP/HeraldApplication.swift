@@ -17,20 +17,18 @@ public enum HeraldApplication {
         router: Router<HeraldRequestContext> = Router(context: HeraldRequestContext.self), drain: StreamDrain = StreamDrain(),
         tracing: Bool = false
     ) async throws -> some ApplicationProtocol {
-        var redisConfiguration = try RedisConfiguration(url: configuration.redisURL)
-        if redisConfiguration.tls != nil {
-            redisConfiguration.tls = configuration.redisTLS
+        var deployment = try RedisDeployment(url: configuration.redisURL)
+        if deployment.tls != nil {
+            deployment.tls = configuration.redisTLS
             if !configuration.redisTLS.verifiesServer {
                 logger.critical("REDIS_TLS_INSECURE: Redis's certificate and name are NOT verified; anyone on the path can read and forge every frame")
             }
         }
-        logger.info("redis", metadata: ["endpoint": "\(redisConfiguration.endpointDescription)"])
+        logger.info("redis", metadata: ["endpoint": "\(deployment.endpointDescription)"])
         let nodeName = "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)"
-        let keys = ThreadKeys(prefix: configuration.channelPrefix)
-
-        let redis = RedisClient(
-            configuration: redisConfiguration, name: "herald-pub-\(nodeName)", logger: logger, observer: ClientMetrics.redis()
-        )
+        let keys = ThreadKeys(prefix: configuration.channelPrefix, sharded: deployment.isCluster)
+        let connections = RedisConnections(deployment: deployment, nodeName: nodeName, logger: logger)
+        let redis = connections.commands
         let pool = PostgresPool(
             configuration: .init(connectionString: configuration.databaseURL, poolSize: configuration.databasePoolSize), logger: logger,
             observer: ClientMetrics.postgresPool()
@@ -42,9 +40,7 @@ public enum HeraldApplication {
             redis: redis, keys: keys, logMaxLength: configuration.logMaxLength, logTTLSeconds: configuration.logTTLSeconds
         )
         let replayer = LogReplayer(redis: redis, keys: keys, logMaxLength: configuration.logMaxLength)
-        let hub = FanoutHub(
-            redis: redisConfiguration, nodeName: nodeName, keys: keys, heartbeatSeconds: configuration.heartbeatSeconds, logger: logger
-        )
+        let hub = FanoutHub(keys: keys, heartbeatSeconds: configuration.heartbeatSeconds, logger: logger, subscriber: connections.subscriber)
         let jobs = BackgroundJobs()
         let adapter: any AgentAdapter = switch configuration.agentKind {
         case .langgraph:
@@ -150,7 +146,7 @@ struct DatabaseTLSFailure: Error, CustomStringConvertible {
 
 /// Closes the shared clients once everything that uses them has stopped.
 struct ClientsShutdown: Service {
-    let redis: RedisClient
+    let redis: any RedisCommands
     let pool: PostgresPool
     let http: CurlHTTPClient
 

@@ -7,7 +7,7 @@ import RedisClient
 /// `/healthz`, `/readyz`, `/metrics`.
 struct OperationsRoutes {
     let store: ChatStore
-    let redis: RedisClient
+    let redis: any RedisCommands
     let hub: FanoutHub
     let streamJoins: EngineStreamJoins?
     let registry: PrometheusCollectorRegistry
@@ -18,6 +18,8 @@ struct OperationsRoutes {
     struct Health: Encodable {
         let status: String
         var redis: String?
+        /// On a Redis Cluster: each master, `ok` or `unavailable`.
+        var redisShards: [String: String]?
         var postgres: String?
         var subscriber: String?
         /// Present while the node shuts down: it takes no new streams.
@@ -27,6 +29,7 @@ struct OperationsRoutes {
 
         enum CodingKeys: String, CodingKey {
             case status, redis, postgres, subscriber, draining
+            case redisShards = "redis_shards"
             case signingKeys = "signing_keys"
         }
     }
@@ -38,14 +41,17 @@ struct OperationsRoutes {
     }
 
     @Sendable func ready(_ request: Request, context: HeraldRequestContext) async throws -> Response {
-        async let redisOK = (try? await redis.send("PING")) != nil
+        async let redisHealth = redis.ping()
         async let postgresOK = (try? await store.ping()) != nil
-        let (redisUp, postgresUp) = await (redisOK, postgresOK)
+        let (redisState, postgresUp) = await (redisHealth, postgresOK)
+        let redisUp = redisState.isHealthy
         let subscriberUp = hub.isSubscriberConnected
         let draining = drain.isDraining
         let health = Health(
             status: redisUp && postgresUp && subscriberUp && !draining ? "ok" : "unavailable",
-            redis: redisUp ? "ok" : "unavailable", postgres: postgresUp ? "ok" : "unavailable",
+            redis: redisUp ? "ok" : "unavailable",
+            redisShards: hub.keys.sharded ? redisState.servers.mapValues { $0 ? "ok" : "unavailable" } : nil,
+            postgres: postgresUp ? "ok" : "unavailable",
             subscriber: subscriberUp ? "ok" : "reconnecting", draining: draining ? true : nil, signingKeys: await providerKeys?.state
         )
         return try JSONResponse.make(health.status == "ok" ? .ok : .serviceUnavailable, health)

@@ -109,15 +109,23 @@ enum PubSubPush {
     case subscribe(channel: String)
     case unsubscribe(channel: String)
     case pong
+    /// An error reply to a subscription command (e.g. `MOVED` for an `SSUBSCRIBE` sent to the wrong shard).
+    case error(String)
 
-    /// Recognises `["message", channel, payload]`, `["subscribe"|"unsubscribe", channel, count]`, `["pong", ""]`
-    /// and, once Redis has left subscribed mode, a bare `+PONG` (only when no command awaits a reply).
+    /// Recognises `["message", channel, payload]`, `["subscribe"|"unsubscribe", channel, count]`, their sharded
+    /// forms (`smessage`, `ssubscribe`, `sunsubscribe`), `["pong", ""]`, and, when no command awaits a reply, an
+    /// error reply and (once Redis has left subscribed mode) a bare `+PONG`.
     /// Works on the raw reply so a message costs only its channel string and its payload buffer.
     init?(reply: UnsafePointer<redisReply>, commandPending: Bool, allocator: ByteBufferAllocator) {
         let reply = reply.pointee
         if reply.type == REDIS_REPLY_STATUS {
             guard !commandPending, reply.equals("PONG") else { return nil }
             self = .pong
+            return
+        }
+        if reply.type == REDIS_REPLY_ERROR {
+            guard !commandPending else { return nil }
+            self = .error(reply.stringValue())
             return
         }
         guard reply.type == REDIS_REPLY_ARRAY, reply.elements >= 2, let kind = reply.child(0),
@@ -129,7 +137,7 @@ enum PubSubPush {
             return
         }
         guard let channel = reply.child(1), channel.pointee.type == REDIS_REPLY_STRING else { return nil }
-        if kindReply.equals("message") {
+        if kindReply.equals("message") || kindReply.equals("smessage") {
             guard reply.elements == 3, let payload = reply.child(2), payload.pointee.type == REDIS_REPLY_STRING else {
                 return nil
             }
@@ -137,9 +145,9 @@ enum PubSubPush {
                 channel: channel.pointee.stringValue(),
                 payload: payload.pointee.bufferValue(allocator: allocator)
             )
-        } else if kindReply.equals("subscribe") {
+        } else if kindReply.equals("subscribe") || kindReply.equals("ssubscribe") {
             self = .subscribe(channel: channel.pointee.stringValue())
-        } else if kindReply.equals("unsubscribe") {
+        } else if kindReply.equals("unsubscribe") || kindReply.equals("sunsubscribe") {
             self = .unsubscribe(channel: channel.pointee.stringValue())
         } else {
             return nil

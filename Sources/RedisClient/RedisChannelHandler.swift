@@ -129,6 +129,34 @@ extension Channel {
         return promise.futureResult
     }
 
+    /// `ASKING` and then the command, back to back on this connection (no other command between them): how a
+    /// cluster client sends a command to the shard a slot is migrating to. The future completes with the command's
+    /// reply.
+    func sendRedisCommandAsking(_ arguments: [RedisArgument]) -> EventLoopFuture<RESPValue> {
+        let asking: ByteBuffer, command: ByteBuffer
+        do {
+            asking = try RESPEncoder.encode(["ASKING"], allocator: self.allocator)
+            command = try RESPEncoder.encode(arguments, allocator: self.allocator)
+        } catch {
+            return self.eventLoop.makeFailedFuture(error)
+        }
+        let askingReply = self.eventLoop.makePromise(of: RESPValue.self)
+        let promise = self.eventLoop.makePromise(of: RESPValue.self)
+        self.eventLoop.execute {
+            self.write(RedisCommand(bytes: asking, promise: askingReply), promise: nil)
+            self.writeAndFlush(RedisCommand(bytes: command, promise: promise)).whenFailure { _ in
+                askingReply.fail(RedisError.connectionClosed)
+                promise.fail(RedisError.connectionClosed)
+            }
+        }
+        return askingReply.futureResult.flatMap { reply in
+            if case .error(let message) = reply {
+                return promise.futureResult.flatMapThrowing { _ in throw RedisError.server(message) }
+            }
+            return promise.futureResult
+        }
+    }
+
     /// Writes a command whose answer arrives as a pub/sub push.
     func sendRedisPushCommand(_ arguments: [RedisArgument]) {
         guard let bytes = try? RESPEncoder.encode(arguments, allocator: self.allocator) else { return }

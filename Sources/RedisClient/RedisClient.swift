@@ -37,11 +37,17 @@ public final class RedisClient: Sendable {
 
     /// Sends one command; an error reply throws `RedisError.server(message)`.
     public func send(_ arguments: [RedisArgument]) async throws -> RESPValue {
-        try await observingFailure { try await self.sendUnobserved(arguments) }
+        try await self.send(arguments, asking: false)
     }
 
-    private func sendUnobserved(_ arguments: [RedisArgument]) async throws -> RESPValue {
-        try await self.connection().send(arguments)
+    /// With `asking`, preceded by `ASKING` on the same connection (a cluster's redirect to a migrating slot).
+    func send(_ arguments: [RedisArgument], asking: Bool) async throws -> RESPValue {
+        try await observingFailure { try await self.sendUnobserved(arguments, asking: asking) }
+    }
+
+    private func sendUnobserved(_ arguments: [RedisArgument], asking: Bool) async throws -> RESPValue {
+        observer.commandSent()
+        return try await self.connection().send(arguments, asking: asking)
     }
 
     private func observingFailure(_ body: () async throws -> RESPValue) async throws -> RESPValue {
@@ -59,6 +65,10 @@ public final class RedisClient: Sendable {
 
     /// EVALSHA, falling back to EVAL (which also loads the script) when Redis answers NOSCRIPT.
     public func eval(_ script: RedisScript, keys: [String], arguments: [RedisArgument]) async throws -> RESPValue {
+        try await self.eval(script, keys: keys, arguments: arguments, asking: false)
+    }
+
+    func eval(_ script: RedisScript, keys: [String], arguments: [RedisArgument], asking: Bool) async throws -> RESPValue {
         var command: [RedisArgument] = ["EVALSHA", .string(script.sha1), .int(keys.count)]
         command.reserveCapacity(3 + keys.count + arguments.count)
         command.append(contentsOf: keys.map { .string($0) })
@@ -66,11 +76,11 @@ public final class RedisClient: Sendable {
         // NOSCRIPT is the expected first answer after a Redis restart, not a failure worth reporting.
         return try await observingFailure {
             do {
-                return try await self.sendUnobserved(command)
+                return try await self.sendUnobserved(command, asking: asking)
             } catch RedisError.server(let message) where message.hasPrefix("NOSCRIPT") {
                 command[0] = "EVAL"
                 command[1] = .string(script.source)
-                return try await self.sendUnobserved(command)
+                return try await self.sendUnobserved(command, asking: asking)
             }
         }
     }
@@ -151,5 +161,17 @@ public final class RedisClient: Sendable {
             }
             return try result.get()
         }
+    }
+}
+
+extension RedisClient: RedisCommands {
+    /// One server holds every key.
+    public func send(_ arguments: [RedisArgument], key: String?) async throws -> RESPValue {
+        try await self.send(arguments)
+    }
+
+    public func ping() async -> RedisHealth {
+        let answered = (try? await self.send(["PING"])) != nil
+        return RedisHealth(servers: [RedisEndpoint(host: configuration.host, port: configuration.port).description: answered])
     }
 }

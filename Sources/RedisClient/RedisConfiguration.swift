@@ -12,10 +12,14 @@ public struct RedisConfiguration: Sendable, Hashable {
     /// Where the client connects, for logs: the URL without credentials, and how TLS is checked.
     public var endpointDescription: String {
         let scheme = tls == nil ? "redis" : "rediss"
-        let address = "\(scheme)://\(host):\(port)/\(database)"
-        guard let tls else { return address }
-        if !tls.verifiesServer { return address + " (TLS, NOT verified)" }
-        return address + " (TLS, verified against " + (tls.caFile ?? "the system's trust store") + ")"
+        return "\(scheme)://\(RedisEndpoint(host: host, port: port))/\(database)" + tlsDescription
+    }
+
+    /// How TLS is checked, for logs (empty without TLS).
+    var tlsDescription: String {
+        guard let tls else { return "" }
+        if !tls.verifiesServer { return " (TLS, NOT verified)" }
+        return " (TLS, verified against " + (tls.caFile ?? "the system's trust store") + ")"
     }
 
     /// How Redis's certificate is checked, and the client's own.

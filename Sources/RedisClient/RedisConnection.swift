@@ -38,10 +38,16 @@ public final class RedisConnection: Sendable {
     /// Sends one command and returns its reply. An error reply throws `RedisError.server(message)`; a connection
     /// that closes before the reply throws `.connectionClosed` (or `.notConnected` if it was already closed).
     public func send(_ arguments: [RedisArgument]) async throws -> RESPValue {
+        try await self.send(arguments, asking: false)
+    }
+
+    /// With `asking`, the command is preceded by `ASKING` (see `Channel.sendRedisCommandAsking`).
+    func send(_ arguments: [RedisArgument], asking: Bool) async throws -> RESPValue {
         guard self.channel.isActive else {
             throw RedisError.notConnected
         }
-        let reply = try await self.channel.sendRedisCommand(arguments).get()
+        let future = asking ? self.channel.sendRedisCommandAsking(arguments) : self.channel.sendRedisCommand(arguments)
+        let reply = try await future.get()
         if case .error(let message) = reply {
             throw RedisError.server(message)
         }

@@ -2,21 +2,18 @@ import Logging
 import NIOCore
 import NIOPosix
 
-/// The node's one pub/sub connection.
+/// One pub/sub connection: the node's only one on a single server, or one cluster shard's.
 ///
 /// `run()` owns the connection: it connects, and when the connection drops it reconnects with exponential backoff
 /// and jitter, re-subscribes every wanted channel and then reports `.reconnected`. `subscribe`/`unsubscribe` change
 /// the set of wanted channels and talk to Redis when connected. Messages and events are delivered on the
 /// subscriber's event loop (one loop of `eventLoopGroup`, fixed at init).
-public final class RedisSubscriber: Sendable {
-    public enum Event: Sendable, Hashable {
-        /// The first connection is up and every wanted channel is subscribed.
-        case connected
-        /// The connection dropped (reported only after `.connected`/`.reconnected`).
-        case disconnected
-        /// Connected again after a drop, after all wanted channels were re-subscribed.
-        case reconnected
-    }
+///
+/// `sharded`: Redis 7's sharded pub/sub (`SSUBSCRIBE`), for a cluster shard. When Redis ends a sharded
+/// subscription itself (its slot moved to another shard) or refuses one (`MOVED`), the channel stops being wanted
+/// here and is reported `.interrupted`; a refused `subscribe` throws `RedisError.server("MOVED …")`.
+public final class RedisSubscriber: RedisPubSub {
+    public typealias Event = PubSubEvent
 
     private let configuration: RedisConfiguration
     private let name: String
@@ -29,6 +26,7 @@ public final class RedisSubscriber: Sendable {
     public init(
         configuration: RedisConfiguration,
         name: String,
+        sharded: Bool = false,
         eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         logger: Logger,
         onMessage: @escaping @Sendable (_ channel: String, _ payload: ByteBuffer) -> Void,
@@ -43,6 +41,7 @@ public final class RedisSubscriber: Sendable {
         self.connected = connected
         self.core = .makeBoxSendingValue(
             SubscriberCore(
+                commands: sharded ? .sharded : .classic,
                 eventLoop: eventLoop,
                 logger: logger,
                 connected: connected,
@@ -181,6 +180,17 @@ final class SubscriberCore {
         case unsubscribe
     }
 
+    struct Commands {
+        var subscribe: RedisArgument
+        var unsubscribe: RedisArgument
+        /// How many channels one re-subscription command may name (sharded: one slot per command).
+        var channelsPerCommand: Int
+        var isSharded: Bool { channelsPerCommand == 1 }
+
+        static let classic = Commands(subscribe: "SUBSCRIBE", unsubscribe: "UNSUBSCRIBE", channelsPerCommand: 1000)
+        static let sharded = Commands(subscribe: "SSUBSCRIBE", unsubscribe: "SUNSUBSCRIBE", channelsPerCommand: 1)
+    }
+
     private struct Waiter {
         var id: Int
         var promise: EventLoopPromise<Void>
@@ -218,13 +228,17 @@ final class SubscriberCore {
     private var sleeper: EventLoopPromise<Void>?
     private var nextWaiterID = 0
 
+    private let commands: Commands
+
     init(
+        commands: Commands,
         eventLoop: any EventLoop,
         logger: Logger,
         connected: Locked<Bool>,
         onMessage: @escaping @Sendable (String, ByteBuffer) -> Void,
         onEvent: @escaping @Sendable (RedisSubscriber.Event) -> Void
     ) {
+        self.commands = commands
         self.eventLoop = eventLoop
         self.logger = logger
         self.connectedFlag = connected
@@ -260,8 +274,8 @@ final class SubscriberCore {
         } else {
             var start = 0
             while start < channels.count {
-                let end = min(start + 1000, channels.count)
-                channel.sendRedisPushCommand(["SUBSCRIBE"] + channels[start..<end].map { .string($0) })
+                let end = min(start + self.commands.channelsPerCommand, channels.count)
+                channel.sendRedisPushCommand([self.commands.subscribe] + channels[start..<end].map { .string($0) })
                 start = end
             }
             self.awaitingBarrier = true
@@ -351,11 +365,38 @@ final class SubscriberCore {
             self.confirm(.subscribe, channel: channel)
         case .unsubscribe(let channel):
             self.confirmed.remove(channel)
-            self.confirm(.unsubscribe, channel: channel)
+            if self.expectations[channel]?.first?.kind == .unsubscribe {
+                self.confirm(.unsubscribe, channel: channel)
+            } else if self.commands.isSharded, self.wanted.remove(channel) != nil {
+                // Redis ended the subscription itself: the channel's slot now lives on another shard.
+                self.onEvent(.interrupted([channel]))
+            }
+        case .error(let message):
+            self.refused(message)
         case .pong:
             if self.awaitingBarrier {
                 self.awaitingBarrier = false
                 self.markReady()
+            }
+        }
+    }
+
+    /// An error reply to a subscription command. `MOVED <slot> …` answers the `SSUBSCRIBE`s of that slot sent to a
+    /// shard that does not own it: they fail, and their channels stop being wanted here.
+    private func refused(_ message: String) {
+        let words = message.split(separator: " ")
+        guard self.commands.isSharded, words.count >= 2, words[0] == "MOVED", let slot = Int(words[1]) else {
+            self.logger.warning("Redis subscriber: error reply", metadata: ["error": "\(message)"])
+            return
+        }
+        for (channel, queue) in self.expectations where queue.first?.kind == .subscribe && HashSlot.of(channel) == slot {
+            self.expectations[channel] = nil
+            let wasWanted = self.wanted.remove(channel) != nil
+            for waiter in queue.first?.waiters ?? [] {
+                waiter.promise.fail(RedisError.server(message))
+            }
+            if wasWanted, queue.first?.waiters.isEmpty ?? true {
+                self.onEvent(.interrupted([channel]))
             }
         }
     }
@@ -389,7 +430,7 @@ final class SubscriberCore {
             if let last = queue.last, last.kind == .subscribe {
                 queue[queue.count - 1].waiters.append(waiter)
             } else {
-                connection.sendRedisPushCommand(["SUBSCRIBE", .string(channel)])
+                connection.sendRedisPushCommand([self.commands.subscribe, .string(channel)])
                 queue.append(Expectation(kind: .subscribe, waiters: [waiter]))
             }
             self.expectations[channel] = queue
@@ -439,7 +480,7 @@ final class SubscriberCore {
         if let last = queue.last, last.kind == .unsubscribe {
             queue[queue.count - 1].waiters.append(waiter)
         } else {
-            connection.sendRedisPushCommand(["UNSUBSCRIBE", .string(channel)])
+            connection.sendRedisPushCommand([self.commands.unsubscribe, .string(channel)])
             queue.append(Expectation(kind: .unsubscribe, waiters: [waiter]))
         }
         self.expectations[channel] = queue

@@ -57,7 +57,7 @@ struct LoopFanoutTests {
         let connection = StreamConnection(id: id, thread: UUID(), eventLoop: loop, limits: limits) { [fanout] connection, _ in
             fanout.remove(connection, channel: channel)
         }
-        fanout.post(.register(connection, channel: channel))
+        fanout.post(.register(connection, channel: channel, missesFrames: false))
         loop.run()
         let sink = RecordingSink()
         connection.begin(
@@ -126,7 +126,7 @@ struct LoopFanoutTests {
     @Test("frames that arrive before the stream begins follow its preamble; one not newer than the last sent is dropped")
     func queuedBeforeBeginAndDeduplicated() {
         let connection = StreamConnection(id: 1, thread: UUID(), eventLoop: loop, limits: .init(maxFrames: 100, maxBytes: 1 << 20)) { _, _ in }
-        fanout.post(.register(connection, channel: "a"))
+        fanout.post(.register(connection, channel: "a", missesFrames: false))
         post("5-1", to: "a")
         post("5-2", to: "a")
         loop.run()
@@ -147,7 +147,7 @@ struct LoopFanoutTests {
     func heldForCatchUp() {
         let (connection, sink) = stream("a", id: 1)
         post("6-1", to: "a")
-        fanout.post(.subscriberLost)
+        fanout.post(.subscriberLost(nil))
         post("6-2", to: "a")
         loop.run()
         #expect(sink.flushedIDs == ["6-1"])

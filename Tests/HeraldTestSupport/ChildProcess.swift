@@ -340,3 +340,15 @@ enum ChildRegistry {
         for pid in all { killGroup(pid) }
     }
 }
+
+/// The first `name` on PATH (then /usr/bin and /usr/local/bin) that is executable.
+public func executableInPath(_ name: String) -> URL? {
+    let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
+    for directory in path.split(separator: ":") + ["/usr/bin", "/usr/local/bin"] {
+        let candidate = "\(directory)/\(name)"
+        if FileManager.default.isExecutableFile(atPath: candidate) {
+            return URL(fileURLWithPath: candidate)
+        }
+    }
+    return nil
+}

@@ -201,13 +201,7 @@ public final class RedisServer: @unchecked Sendable {
     }
 
     private static func executable(_ name: String) throws -> URL {
-        let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
-        for directory in path.split(separator: ":") + ["/usr/bin", "/usr/local/bin"] {
-            let candidate = "\(directory)/\(name)"
-            if FileManager.default.isExecutableFile(atPath: candidate) {
-                return URL(fileURLWithPath: candidate)
-            }
-        }
-        throw RedisServerError.executableNotFound(name)
+        guard let url = executableInPath(name) else { throw RedisServerError.executableNotFound(name) }
+        return url
     }
 }

@@ -1,5 +1,15 @@
 # shellcheck shell=bash
-# Process helpers shared by scripts/run.sh and scripts/bench.sh (sourced; the caller defines `die`).
+# Process helpers shared by the scripts (sourced; the caller defines `die`).
+
+# A daemon killed hard stays a zombie until its parent (often pid 1 in a container) reaps it, and kill -0 still
+# succeeds on it.
+alive() { # PID: the process exists and is not a zombie
+    local stat
+    [[ $1 =~ ^[0-9]+$ ]] && kill -0 "$1" 2>/dev/null || return 1
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }
+    [[ ${stat:0:1} != Z ]]
+}
 
 listening() { # PORT: something accepts connections on 127.0.0.1:PORT
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null

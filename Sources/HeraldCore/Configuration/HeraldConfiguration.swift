@@ -8,6 +8,8 @@ public struct HeraldConfiguration: Sendable {
         case generic
     }
 
+    /// `REDIS_URL`: one server (`redis://`, `rediss://`) or a cluster (`redis+cluster://host:port,host:port`, or the
+    /// seeds in `REDIS_CLUSTER_NODES`).
     public var redisURL: String
     /// With `rediss://`: a private CA (`REDIS_TLS_CA_FILE`), a client certificate and key
     /// (`REDIS_TLS_CERT_FILE`, `REDIS_TLS_KEY_FILE`), no verification at all (`REDIS_TLS_INSECURE`).
@@ -177,7 +179,20 @@ extension HeraldConfiguration {
         let reader = EnvironmentReader(environment: environment)
         let defaults = HeraldConfiguration()
         var configuration = defaults
-        configuration.redisURL = try reader.url("REDIS_URL", schemes: ["redis", "rediss"], default: defaults.redisURL)
+        configuration.redisURL = try reader.url(
+            "REDIS_URL", schemes: ["redis", "rediss", "redis+cluster", "rediss+cluster"], default: defaults.redisURL
+        )
+        if let nodes = try reader.optionalString("REDIS_CLUSTER_NODES") {
+            guard reader.value("REDIS_URL") == nil else {
+                throw ConfigurationError(variable: "REDIS_CLUSTER_NODES", reason: "and REDIS_URL are both set: use one (redis+cluster://… carries credentials)")
+            }
+            configuration.redisURL = "redis+cluster://" + nodes
+        }
+        do {
+            _ = try RedisDeployment(url: configuration.redisURL)
+        } catch {
+            throw ConfigurationError(variable: "REDIS_URL", reason: "\(error)")
+        }
         configuration.redisTLS = RedisConfiguration.TLS(
             caFile: try reader.optionalString("REDIS_TLS_CA_FILE"), certificateFile: try reader.optionalString("REDIS_TLS_CERT_FILE"),
             keyFile: try reader.optionalString("REDIS_TLS_KEY_FILE"), verifiesServer: !(try reader.flag("REDIS_TLS_INSECURE", default: false))
@@ -190,8 +205,8 @@ extension HeraldConfiguration {
         case (_?, nil): throw ConfigurationError(variable: "HERALD_TLS_KEY_FILE", reason: "must be set with HERALD_TLS_CERT_FILE")
         }
         let tlsSettingsGiven = configuration.redisTLS != RedisConfiguration.TLS()
-        if tlsSettingsGiven, !configuration.redisURL.lowercased().hasPrefix("rediss://") {
-            throw ConfigurationError(variable: "REDIS_URL", reason: "must start with rediss:// when REDIS_TLS_* settings are given")
+        if tlsSettingsGiven, !configuration.redisURL.lowercased().hasPrefix("rediss") {
+            throw ConfigurationError(variable: "REDIS_URL", reason: "must start with rediss:// (or rediss+cluster://) when REDIS_TLS_* settings are given")
         }
         if (configuration.redisTLS.certificateFile == nil) != (configuration.redisTLS.keyFile == nil) {
             throw ConfigurationError(variable: "REDIS_TLS_CERT_FILE", reason: "needs REDIS_TLS_KEY_FILE, and the other way round")
@@ -302,7 +317,7 @@ extension HeraldConfiguration {
 struct EnvironmentReader {
     let environment: [String: String]
 
-    private func value(_ name: String) -> String? {
+    func value(_ name: String) -> String? {
         guard let raw = environment[name] else { return nil }
         let trimmed = raw.trimmingWhitespace()
         return trimmed.isEmpty ? nil : trimmed

@@ -5,9 +5,9 @@ import NIOCore
 import RedisClient
 import ServiceLifecycle
 
-/// The node's fan-out: ONE Redis subscriber connection, a channel subscribed while at least one local client
-/// watches its thread, and every frame that arrives handed once to each event loop with watchers of the thread,
-/// which writes the same buffer to each of them (see `LoopFanout`).
+/// The node's fan-out: ONE Redis subscriber (one connection, or one per cluster shard), a channel subscribed while
+/// at least one local client watches its thread, and every frame that arrives handed once to each event loop with
+/// watchers of the thread, which writes the same buffer to each of them (see `LoopFanout`).
 public final class FanoutHub: Service, Sendable {
     private struct Registry {
         var connections: [UInt64: StreamConnection] = [:]
@@ -31,7 +31,23 @@ public final class FanoutHub: Service, Sendable {
         /// asking Redis. Forgotten when the subscriber connection drops (frames may be missed until it is back).
         var logPositions: [String: StreamID] = [:]
         var subscriberUp = false
+        /// The subscriber was up and dropped: every channel may miss frames until it is back.
+        var subscriberDown = false
+        /// Channels that may miss frames until their subscription is back (a cluster shard is unreachable, or
+        /// their slot moved).
+        var interrupted: Set<String> = []
         var nextID: UInt64 = 0
+
+        /// Whether frames of `channel` published now may not arrive live: a stream opening now must catch up from
+        /// the log once the subscription is back.
+        func missesFrames(of channel: String) -> Bool {
+            subscriberDown || (!interrupted.isEmpty && interrupted.contains(channel))
+        }
+
+        /// Whether a frame received on `channel` is the log's newest one as far as anyone can tell.
+        func tracksPosition(of channel: String) -> Bool {
+            subscriberUp && (interrupted.isEmpty || !interrupted.contains(channel))
+        }
 
         mutating func loop(_ eventLoop: any EventLoop, heartbeatInterval: TimeAmount) -> LoopFanout {
             if let existing = loops[ObjectIdentifier(eventLoop)] { return existing }
@@ -46,28 +62,36 @@ public final class FanoutHub: Service, Sendable {
         public let limit: Int
     }
 
+    /// Where the hub's subscriber hands what it receives.
+    public struct SubscriberCallbacks: Sendable {
+        public let onMessage: @Sendable (_ channel: String, _ payload: ByteBuffer) -> Void
+        public let onEvent: @Sendable (PubSubEvent) -> Void
+    }
+
     public let keys: ThreadKeys
-    private let subscriber: RedisSubscriber
+    private let subscriber: any RedisPubSub
     private let subscriptions: ChannelSubscriptions
     private let registry = NIOLockedValueBox(Registry())
     private let heartbeatInterval: TimeAmount
     private let logger: Logger
 
-    public init(redis: RedisConfiguration, nodeName: String, keys: ThreadKeys, heartbeatSeconds: Double, logger: Logger) {
+    /// `subscriber` makes the node's subscriber (one server's or a cluster's) with the hub's callbacks.
+    public init(
+        keys: ThreadKeys, heartbeatSeconds: Double, logger: Logger, subscriber: (SubscriberCallbacks) -> any RedisPubSub
+    ) {
         self.keys = keys
         self.logger = logger
         self.heartbeatInterval = .nanoseconds(Int64(heartbeatSeconds * 1_000_000_000))
         let registry = self.registry
-        let subscriber = RedisSubscriber(
-            configuration: redis,
-            name: "herald-sub-\(nodeName)",
-            logger: logger,
-            onMessage: { channel, payload in
-                FanoutHub.deliver(payload, on: channel, registry: registry)
-            },
-            onEvent: { event in
-                FanoutHub.handle(event, registry: registry, logger: logger)
-            }
+        let subscriber = subscriber(
+            SubscriberCallbacks(
+                onMessage: { channel, payload in
+                    FanoutHub.deliver(payload, on: channel, registry: registry)
+                },
+                onEvent: { event in
+                    FanoutHub.handle(event, registry: registry, logger: logger)
+                }
+            )
         )
         self.subscriber = subscriber
         self.subscriptions = ChannelSubscriptions(subscriber: subscriber)
@@ -140,7 +164,7 @@ public final class FanoutHub: Service, Sendable {
         let (position, shared) = registry.withLockedValue { registry -> (StreamID?, Bool) in
             registry.connections[id] = connection
             registry.watchers[channel, default: [:]][ObjectIdentifier(eventLoop), default: 0] += 1
-            fanout.post(.register(connection, channel: channel))
+            fanout.post(.register(connection, channel: channel, missesFrames: registry.missesFrames(of: channel)))
             let shared = registry.confirmedReferences[channel, default: 0] > 0
             if shared {
                 registry.sharedReferences[channel, default: 0] += 1
@@ -176,7 +200,7 @@ public final class FanoutHub: Service, Sendable {
     public func rememberLogPosition(_ position: StreamID, of thread: UUID) {
         let channel = keys.channel(thread)
         registry.withLockedValue { registry in
-            guard registry.watchers[channel] != nil, registry.subscriberUp else { return }
+            guard registry.watchers[channel] != nil, registry.tracksPosition(of: channel) else { return }
             registry.logPositions[channel] = max(registry.logPositions[channel] ?? position, position)
         }
     }
@@ -253,18 +277,26 @@ public final class FanoutHub: Service, Sendable {
         registry.withLockedValue { registry in
             guard let loops = registry.watchers[channel] else { return }
             if endsStreams { registry.owners[channel] = nil }
-            if let id, registry.subscriberUp { registry.logPositions[channel] = max(registry.logPositions[channel] ?? id, id) }
+            if let id, registry.tracksPosition(of: channel) { registry.logPositions[channel] = max(registry.logPositions[channel] ?? id, id) }
             for loop in loops.keys { registry.loops[loop]?.post(item) }
         }
     }
 
-    private static func handle(_ event: RedisSubscriber.Event, registry: NIOLockedValueBox<Registry>, logger: Logger) {
+    private static func handle(_ event: PubSubEvent, registry: NIOLockedValueBox<Registry>, logger: Logger) {
         let loops = registry.withLockedValue { registry in
-            if case .disconnected = event {
-                registry.subscriberUp = false
-                registry.logPositions.removeAll()
-            } else {
+            switch event {
+            case .connected, .reconnected:
                 registry.subscriberUp = true
+                registry.subscriberDown = false
+            case .disconnected:
+                registry.subscriberUp = false
+                registry.subscriberDown = true
+                registry.logPositions.removeAll()
+            case .interrupted(let channels):
+                registry.interrupted.formUnion(channels)
+                for channel in channels { registry.logPositions[channel] = nil }
+            case .restored(let channels):
+                registry.interrupted.subtract(channels)
             }
             return Array(registry.loops.values)
         }
@@ -273,12 +305,18 @@ public final class FanoutHub: Service, Sendable {
             logger.info("redis subscriber connected", metadata: ["event": "\(event)"])
             // Every channel is subscribed again: waiting catch-ups may read the log now, and see everything
             // that was published while the connection was down.
-            for fanout in loops { fanout.post(.subscriberReady) }
+            for fanout in loops { fanout.post(.subscriberReady(nil)) }
         case .disconnected:
             // Whatever is published until the subscriptions are back is missed live; each stream reads it
             // from the log, once the subscriber is back, before its next live frame.
             logger.warning("redis subscriber disconnected; streams will catch up from the log")
-            for fanout in loops { fanout.post(.subscriberLost) }
+            for fanout in loops { fanout.post(.subscriberLost(nil)) }
+        case .interrupted(let channels):
+            logger.warning("redis subscriptions interrupted; their streams will catch up from the log", metadata: ["channels": "\(channels.count)"])
+            for fanout in loops { fanout.post(.subscriberLost(channels)) }
+        case .restored(let channels):
+            logger.info("redis subscriptions restored", metadata: ["channels": "\(channels.count)"])
+            for fanout in loops { fanout.post(.subscriberReady(channels)) }
         }
     }
 }
@@ -287,11 +325,11 @@ public final class FanoutHub: Service, Sendable {
 /// for the same confirmation); the last release unsubscribes. Serialized by the actor, so the commands reach
 /// the subscriber connection in the order the transitions happened.
 actor ChannelSubscriptions {
-    private let subscriber: RedisSubscriber
+    private let subscriber: any RedisPubSub
     private var referenceCounts: [String: Int] = [:]
     private var pending: [String: Task<Void, any Error>] = [:]
 
-    init(subscriber: RedisSubscriber) {
+    init(subscriber: any RedisPubSub) {
         self.subscriber = subscriber
     }
 
@@ -305,7 +343,7 @@ actor ChannelSubscriptions {
             return
         } else {
             let subscriber = self.subscriber
-            confirmation = Task { try await subscriber.subscribe(channel) }
+            confirmation = Task { try await subscriber.subscribe(channel, timeout: .seconds(5)) }
             pending[channel] = confirmation
         }
         do {

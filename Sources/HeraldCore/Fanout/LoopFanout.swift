@@ -9,11 +9,13 @@ import NIOCore
 /// one `writev` per client.
 final class LoopFanout: Sendable {
     enum Item: Sendable {
-        case register(StreamConnection, channel: String)
+        /// `missesFrames`: the channel's subscription is down as the stream registers (see `subscriberLost`).
+        case register(StreamConnection, channel: String, missesFrames: Bool)
         /// A frame of `channel`, its id parsed once for every stream; `endsStreams` for `thread_deleted`.
         case frame(ByteBuffer, id: StreamID?, channel: String, endsStreams: Bool)
-        case subscriberLost
-        case subscriberReady
+        /// Frames of these channels (nil: of every channel) may be missed until `subscriberReady` names them.
+        case subscriberLost(Set<String>?)
+        case subscriberReady(Set<String>?)
     }
 
     private struct Inbox {
@@ -26,6 +28,12 @@ final class LoopFanout: Sendable {
         var byChannel: [String: Watchers] = [:]
         var all: [UInt64: StreamConnection] = [:]
         var heartbeats: RepeatedTask?
+
+        /// The streams of `channels`, or every stream.
+        func connections(of channels: Set<String>?) -> [StreamConnection] {
+            guard let channels else { return Array(all.values) }
+            return channels.flatMap { byChannel[$0]?.members.values.map { $0 } ?? [] }
+        }
     }
 
     /// A channel's streams on this loop; the array every frame iterates is rebuilt only after a change.
@@ -100,11 +108,12 @@ final class LoopFanout: Sendable {
         var delivered: [StreamID] = []
         for item in items {
             switch item {
-            case .register(let connection, let channel):
+            case .register(let connection, let channel, let missesFrames):
                 // One that ended before getting here has nothing to receive.
                 guard connection.endReason == nil else { continue }
                 streams.byChannel[channel, default: Watchers()].insert(connection)
                 streams.all[connection.id] = connection
+                if missesFrames { connection.subscriberLost() }
                 if streams.heartbeats == nil { startHeartbeats(streams) }
             case .frame(let bytes, let id, let channel, let endsStreams):
                 guard let watchers = streams.byChannel[channel]?.all() else { continue }
@@ -114,10 +123,10 @@ final class LoopFanout: Sendable {
                     if connection.receive(frame) { written.append(connection) }
                     if endsStreams { connection.end(.threadDeleted) }
                 }
-            case .subscriberLost:
-                for connection in streams.all.values { connection.subscriberLost() }
-            case .subscriberReady:
-                for connection in streams.all.values { connection.subscriberReady() }
+            case .subscriberLost(let channels):
+                for connection in streams.connections(of: channels) { connection.subscriberLost() }
+            case .subscriberReady(let channels):
+                for connection in streams.connections(of: channels) { connection.subscriberReady() }
             }
         }
         for connection in written { connection.flushIfNeeded() }

@@ -12,7 +12,7 @@ public struct DependencyUnavailable: Error, CustomStringConvertible {
     public var description: String { "\(dependency) unavailable: \(underlying)" }
 }
 
-extension RedisClient {
+extension RedisCommands {
     /// Runs a script for a request in progress: any failure means Redis is unavailable to it (503, retry).
     func evalForRequest(
         _ script: RedisScript, keys: [String], arguments: [RedisArgument]
@@ -26,12 +26,11 @@ extension RedisClient {
 }
 
 /// Publishes frames with one atomic script per call: each body is appended to the thread's capped log
-/// (`XADD MAXLEN ~`), whose entry id becomes the frame's `id:`, and the complete frame is `PUBLISH`ed.
+/// (`XADD MAXLEN ~`), whose entry id becomes the frame's `id:`, and the complete frame is `PUBLISH`ed (`SPUBLISH`ed on a cluster).
 /// The log's TTL is refreshed by the same script. The frames that end a run also close its delta index set
 /// (`final` member), in the same script: from then on no delta of the run is published, whichever node gets it.
 public struct FramePublisher: Sendable {
-    static let publishScript = RedisScript(
-        """
+    static let publishSource = """
         local ids = {}
         for i = 3, #ARGV do
           local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'frame', ARGV[i])
@@ -45,14 +44,12 @@ public struct FramePublisher: Sendable {
         end
         return ids
         """
-    )
 
     /// A delta is published once per (run, index): the index set makes repeated deliveries no-ops. A delta
     /// without an index gets the next free one. Returns nil for a repeat, `ended` once the run's final frames
     /// are out, else the frame's id. The run's first published delta is preceded by its `running` frame (ARGV[6])
     /// unless that is out already: an engine may post deltas before its answer to the trigger reaches Herald.
-    static let deltaScript = RedisScript(
-        """
+    static let deltaSource = """
         if redis.call('SISMEMBER', KEYS[3], 'final') == 1 then return 'ended' end
         local index = ARGV[3]
         if index == '' then
@@ -71,12 +68,10 @@ public struct FramePublisher: Sendable {
         redis.call('EXPIRE', KEYS[2], ARGV[2])
         return id
         """
-    )
 
     /// A run's `running` frame, published once (whichever of the trigger's answer, a status webhook or the first
     /// delta comes first) and never after its final frames. Returns the frame's id, nil if it was not published.
-    static let runningScript = RedisScript(
-        """
+    static let runningSource = """
         if redis.call('SISMEMBER', KEYS[3], 'final') == 1 then return false end
         if redis.call('SADD', KEYS[3], 'running') == 0 then return false end
         redis.call('EXPIRE', KEYS[3], ARGV[2])
@@ -85,18 +80,33 @@ public struct FramePublisher: Sendable {
         redis.call('EXPIRE', KEYS[2], ARGV[2])
         return id
         """
-    )
 
     private static let durations = MetricHandles { Timer(label: "herald_publish_duration_seconds", dimensions: [("kind", $0)]) }
 
-    let redis: RedisClient
+    /// The scripts above, publishing with `keys.publishCommand` (`SPUBLISH` on a cluster).
+    struct Scripts: Sendable {
+        let publish: RedisScript
+        let delta: RedisScript
+        let running: RedisScript
+
+        init(publishCommand: String) {
+            func script(_ source: String) -> RedisScript {
+                RedisScript(source.replacingOccurrences(of: "'PUBLISH'", with: "'\(publishCommand)'"))
+            }
+            (publish, delta, running) = (script(publishSource), script(deltaSource), script(runningSource))
+        }
+    }
+
+    let redis: any RedisCommands
     public let keys: ThreadKeys
+    let scripts: Scripts
     let logMaxLength: Int
     let logTTLSeconds: Int
 
-    public init(redis: RedisClient, keys: ThreadKeys, logMaxLength: Int, logTTLSeconds: Int) {
+    public init(redis: any RedisCommands, keys: ThreadKeys, logMaxLength: Int, logTTLSeconds: Int) {
         self.redis = redis
         self.keys = keys
+        self.scripts = Scripts(publishCommand: keys.publishCommand)
         self.logMaxLength = logMaxLength
         self.logTTLSeconds = logTTLSeconds
     }
@@ -109,7 +119,7 @@ public struct FramePublisher: Sendable {
             arguments.append(.bytes(ByteBuffer(bytes: FrameEncoder.body(of: event))))
         }
         let extraKeys = endingRun.map { [keys.deltaIndexes(thread, run: $0)] } ?? []
-        let reply = try await run(Self.publishScript, kind: "frames", thread: thread, extraKeys: extraKeys, arguments: arguments)
+        let reply = try await run(scripts.publish, kind: "frames", thread: thread, extraKeys: extraKeys, arguments: arguments)
         return (reply.array ?? []).compactMap { $0.string.flatMap(StreamID.init) }
     }
 
@@ -140,7 +150,7 @@ public struct FramePublisher: Sendable {
             .bytes(ByteBuffer(bytes: FrameEncoder.body(of: .runStatus(.init(threadID: delta.threadID, runID: delta.runID, status: .running))))),
         ]
         let reply = try await run(
-            Self.deltaScript, kind: "delta", thread: delta.threadID,
+            scripts.delta, kind: "delta", thread: delta.threadID,
             extraKeys: [keys.deltaIndexes(delta.threadID, run: delta.runID)], arguments: arguments
         )
         switch reply.string {
@@ -150,13 +160,13 @@ public struct FramePublisher: Sendable {
         }
     }
 
-    /// Publishes the run's `running` status unless it is out already (see `runningScript`).
+    /// Publishes the run's `running` status unless it is out already (see `runningSource`).
     public func publishRunning(_ run: UUID, thread: UUID) async throws(DependencyUnavailable) {
         let arguments: [RedisArgument] = [
             .string(String(logMaxLength)), .string(String(logTTLSeconds)),
             .bytes(ByteBuffer(bytes: FrameEncoder.body(of: .runStatus(.init(threadID: thread, runID: run, status: .running))))),
         ]
-        _ = try await self.run(Self.runningScript, kind: "frames", thread: thread, extraKeys: [keys.deltaIndexes(thread, run: run)], arguments: arguments)
+        _ = try await self.run(scripts.running, kind: "frames", thread: thread, extraKeys: [keys.deltaIndexes(thread, run: run)], arguments: arguments)
     }
 
     /// One script call, timed (`herald_publish_duration_seconds{kind}`) and traced (a producer span).

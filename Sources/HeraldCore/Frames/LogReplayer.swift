@@ -48,11 +48,11 @@ public struct LogReplayer: Sendable {
         """
     )
 
-    let redis: RedisClient
+    let redis: any RedisCommands
     let keys: ThreadKeys
     let maxEntries: Int
 
-    public init(redis: RedisClient, keys: ThreadKeys, logMaxLength: Int) {
+    public init(redis: any RedisCommands, keys: ThreadKeys, logMaxLength: Int) {
         self.redis = redis
         self.keys = keys
         // MAXLEN ~ may keep somewhat more than asked; read generously so a full log is replayed whole.
@@ -87,7 +87,8 @@ public struct LogReplayer: Sendable {
     /// The newest id in the thread's log (`0-0` when there is none): where a fresh stream starts counting.
     public func latestID(of thread: UUID) async throws(DependencyUnavailable) -> StreamID {
         do {
-            let reply = try await redis.send("XREVRANGE", .string(keys.log(thread)), "+", "-", "COUNT", "1")
+            let log = keys.log(thread)
+            let reply = try await redis.send(["XREVRANGE", .string(log), "+", "-", "COUNT", "1"], key: log)
             return reply.array?.first?.array?.first?.string.flatMap(StreamID.init) ?? .zero
         } catch {
             throw DependencyUnavailable(dependency: "redis", underlying: "\(error)")

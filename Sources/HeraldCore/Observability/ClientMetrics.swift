@@ -16,9 +16,13 @@ public enum ClientMetrics {
     }
 
     /// `herald_redis_connect_wait_seconds` (commands held while the connection is re-established),
-    /// `herald_redis_errors_total{kind}`.
-    public static func redis() -> RedisClientObserver {
-        let wait = Timer(label: "herald_redis_connect_wait_seconds")
+    /// `herald_redis_errors_total{kind}`. With `shard` (a cluster master, `host:port`), every figure carries a `shard`
+    /// label, and commands and redirects are counted: `herald_redis_commands_total{shard}`,
+    /// `herald_redis_redirects_total{shard,kind}` (`moved`, `ask`).
+    public static func redis(shard: String? = nil) -> RedisClientObserver {
+        let shardLabel = shard.map { [("shard", $0)] } ?? []
+        let wait = Timer(label: "herald_redis_connect_wait_seconds", dimensions: shardLabel)
+        let commands = shard.map { _ in Counter(label: "herald_redis_commands_total", dimensions: shardLabel) }
         return RedisClientObserver(
             connectionAwaited: { wait.record(elapsed: $0) },
             commandFailed: { error in
@@ -27,9 +31,20 @@ public enum ClientMetrics {
                 case is CancellationError: "cancelled"
                 default: "connect"
                 }
-                Counter(label: "herald_redis_errors_total", dimensions: [("kind", kind)]).increment()
+                Counter(label: "herald_redis_errors_total", dimensions: [("kind", kind)] + shardLabel).increment()
+            },
+            commandSent: { commands?.increment() },
+            redirected: { kind in
+                Counter(label: "herald_redis_redirects_total", dimensions: shardLabel + [("kind", kind.rawValue)]).increment()
             }
         )
+    }
+
+    /// A cluster shard's subscriber connection: `herald_redis_subscriber_reconnects_total{shard}`.
+    @Sendable public static func redisShardEvent(_ shard: RedisEndpoint, _ event: PubSubEvent) {
+        if event == .reconnected {
+            Counter(label: "herald_redis_subscriber_reconnects_total", dimensions: [("shard", shard.description)]).increment()
+        }
     }
 }
 

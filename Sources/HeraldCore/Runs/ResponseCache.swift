@@ -24,12 +24,12 @@ struct ResponseCache: Sendable {
 
     private static let outcomes = MetricHandles { Counter(label: "herald_response_cache_total", dimensions: [("outcome", $0)]) }
 
-    let redis: RedisClient
+    let redis: any RedisCommands
     let prefix: String
     let ttlSeconds: Int
     let assistantIdentity: String
 
-    init(redis: RedisClient, prefix: String, ttlSeconds: Int, assistantIdentity: String) {
+    init(redis: any RedisCommands, prefix: String, ttlSeconds: Int, assistantIdentity: String) {
         self.redis = redis
         self.prefix = prefix
         self.ttlSeconds = ttlSeconds
@@ -60,14 +60,16 @@ struct ResponseCache: Sendable {
     /// The cached reply for `key`, if any; Redis failing is the request's 503, as for every send.
     func reply(for key: String) async throws(DependencyUnavailable) -> String? {
         do {
-            return try await redis.send("GET", .string(redisKey(key))).string
+            let redisKey = redisKey(key)
+            return try await redis.send(["GET", .string(redisKey)], key: redisKey).string
         } catch {
             throw DependencyUnavailable(dependency: "redis", underlying: "\(error)")
         }
     }
 
     func store(_ reply: String, key: String) async throws {
-        _ = try await redis.send("SET", .string(redisKey(key)), .string(reply), "EX", .int(ttlSeconds))
+        let redisKey = redisKey(key)
+        _ = try await redis.send(["SET", .string(redisKey), .string(reply), "EX", .int(ttlSeconds)], key: redisKey)
         Self.count(.stored)
     }
 

@@ -17,11 +17,11 @@ public struct SendRateLimiter: Sendable {
         """
     )
 
-    let redis: RedisClient
+    let redis: any RedisCommands
     let prefix: String
     let perMinute: Int
 
-    public init(redis: RedisClient, prefix: String, perMinute: Int) {
+    public init(redis: any RedisCommands, prefix: String, perMinute: Int) {
         self.redis = redis
         self.prefix = prefix
         self.perMinute = perMinute
