@@ -18,8 +18,12 @@
 # 127.0.0.1:$BENCH_NCHAN_PORT, config in $BENCH_OUT/nchan/) with the same herald-load (plain pub/sub
 # mode for Nchan), and prints Herald/Nchan ratios per figure (ratios.txt).
 #
+# With BENCH_REDIS_CLUSTER=1 Herald runs on the local Redis Cluster of scripts/redis-cluster.sh (3 masters and 3
+# replicas on 127.0.0.1:7001-7006, started and, if it was not running, stopped again) instead of the single
+# Redis; the redis-s column is then empty (the cluster is six processes).
+#
 # env (all optional): RUNS (3), BENCH_SCENARIOS (names, space-separated; default all, in the
-# order below), BENCH_NCHAN (0), BENCH_NCHAN_PORT (18180), BENCH_PORT (18080), BENCH_AGENT_PORT (18090), BENCH_SKIP_BUILD=1 (use the
+# order below), BENCH_NCHAN (0), BENCH_NCHAN_PORT (18180), BENCH_REDIS_CLUSTER (0), BENCH_PORT (18080), BENCH_AGENT_PORT (18090), BENCH_SKIP_BUILD=1 (use the
 # binaries already built), BENCH_HERALD_WRAPPER (a profiler command to run `herald serve` under), BENCH_SCRATCH_PATH (SwiftPM scratch path, default .build),
 # BENCH_OUT, and what scripts/services.sh reads (REDIS_PORT, PG_PORT, HERALD_DATA_DIR).
 set -euo pipefail
@@ -60,6 +64,7 @@ SCENARIOS=(
     "connections-1000|--connections-only --subscribers 1000"
     "connections-5000|--connections-only --subscribers 5000"
     "connections-5000-ws|--connections-only --subscribers 5000 --web-socket"
+    "threads-1000|--threads 1000 --subscribers 5000 --webhooks 10 --concurrency 16 --rate 0 --connect-batch 200"
 )
 WARMUP="--subscribers 10 --webhooks 1000 --concurrency 8 --rate 0"
 
@@ -121,6 +126,17 @@ bash "$ROOT/scripts/services.sh" start
 eval "$(bash "$ROOT/scripts/services.sh" env)" # REDIS_URL, DATABASE_URL
 REDIS_PID=$(cat "$DATA/redis/redis.pid" 2>/dev/null || true)
 PG_PID=$(head -n 1 "$DATA/postgres/postmaster.pid" 2>/dev/null || true)
+cluster_was_running=1
+CLUSTER_SEEDS=
+if [[ ${BENCH_REDIS_CLUSTER:-0} == 1 ]]; then
+    bash "$ROOT/scripts/redis-cluster.sh" status >/dev/null 2>&1 || cluster_was_running=0
+    bash "$ROOT/scripts/redis-cluster.sh" start
+    eval "$(bash "$ROOT/scripts/redis-cluster.sh" env)" # REDIS_CLUSTER_NODES
+    CLUSTER_SEEDS=$REDIS_CLUSTER_NODES
+    unset REDIS_CLUSTER_NODES # Herald takes the cluster from REDIS_URL; both set is refused
+    REDIS_URL="redis+cluster://$CLUSTER_SEEDS"
+    REDIS_PID=
+fi
 
 # Both ends hold thousands of sockets.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || ulimit -n 65536 2>/dev/null || true
@@ -150,6 +166,9 @@ cleanup() {
     stop_pid "$NCHAN_PID"
     if ((services_were_running == 0)); then
         bash "$ROOT/scripts/services.sh" stop || true
+    fi
+    if ((cluster_was_running == 0)); then
+        bash "$ROOT/scripts/redis-cluster.sh" stop || true
     fi
     return 0
 }
@@ -218,7 +237,7 @@ NGINX
     echo "memory: $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
     echo "kernel: $(uname -r)"
     echo "swift: $(swift --version 2>/dev/null | head -n 1)"
-    echo "redis: $(redis-server --version | head -n 1)"
+    echo "redis: $(redis-server --version | head -n 1)${CLUSTER_SEEDS:+, cluster of 3 masters + 3 replicas ($CLUSTER_SEEDS)}"
     echo "postgres: $("$(compgen -G '/usr/lib/postgresql/*/bin/postgres' | sort -V | tail -n 1)" --version)"
     ((BENCH_NCHAN == 1)) && echo "nchan: $(nginx -v 2>&1), $(dpkg-query -W -f='libnginx-mod-nchan ${Version}' libnginx-mod-nchan 2>/dev/null)"
     echo "load average before: $(cut -d ' ' -f 1-3 /proc/loadavg)"

@@ -16,7 +16,8 @@
 # (8090), REDIS_PORT (6390), PG_PORT (5440), AGENT_URL (the demo agent), AGENT_KIND
 # (langgraph), AGENT_ASSISTANT_ID (agent), AGENT_API_KEY, HERALD_BUILD_CONFIG (debug|release),
 # HERALD_SKIP_BUILD=1 (use the binary already built), HERALD_BIN (run that
-# binary, no build), and any other HERALD_* the server reads
+# binary, no build), REDIS_CLUSTER_NODES (run on that Redis Cluster instead of .data/'s Redis, e.g. the
+# one `make cluster` starts), and any other HERALD_* the server reads
 # (HERALD_HEARTBEAT_SECONDS, HERALD_RUN_TIMEOUT_SECONDS, ...).
 set -euo pipefail
 
@@ -55,6 +56,10 @@ listening "$HERALD_PORT" && die "port $HERALD_PORT is in use; free it or set HER
 
 bash "$ROOT/scripts/services.sh" start
 eval "$(bash "$ROOT/scripts/services.sh" env)" # REDIS_URL, DATABASE_URL
+if [[ -n ${REDIS_CLUSTER_NODES:-} ]]; then
+    REDIS_URL="redis+cluster://$REDIS_CLUSTER_NODES"
+    unset REDIS_CLUSTER_NODES # the server takes one of the two
+fi
 
 export REDIS_URL DATABASE_URL HERALD_HOST HERALD_PORT
 export AGENT_URL=${OWN_ENGINE:-http://127.0.0.1:$DEMO_AGENT_PORT}

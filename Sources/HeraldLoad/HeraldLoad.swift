@@ -480,7 +480,7 @@ struct LoadContext: Sendable {
         report.field("loadavg", loadAverage, decimals: 2)
         report.print()
 
-        return acceptedCount == webhooks && missing == 0 && duplicates == 0 && unexpected == 0 && malformed == 0 && closedEarly == 0
+        return acceptedCount == webhooks * sources.count && missing == 0 && duplicates == 0 && unexpected == 0 && malformed == 0 && closedEarly == 0
     }
 
     // MARK: Idle connections

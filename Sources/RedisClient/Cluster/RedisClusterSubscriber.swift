@@ -183,17 +183,28 @@ public final class RedisClusterSubscriber: RedisPubSub {
 
     private func shardReady(_ endpoint: RedisEndpoint) {
         let masters = topology.layout.masters
-        let (restored, announce) = state.withLock { state -> (Set<String>, Bool) in
+        let restored = state.withLock { state -> Set<String> in
             // Only channels whose subscriptions this connection holds: a shard reconnecting to a node that is no
             // master any more does not restore anything (the layout moves its channels first).
             let restored = state.interrupted.filter { state.owners[$0] == endpoint && masters.contains(endpoint) }
             state.interrupted.subtract(restored)
-            let allUp = masters.allSatisfy { state.shards[$0]?.subscriber.isConnected == true }
-            defer { if allUp { state.announcedConnected = true } }
-            return (restored, allUp && !state.announcedConnected)
+            return restored
+        }
+        announceConnectedOnce()
+        if !restored.isEmpty { onEvent(.restored(restored)) }
+    }
+
+    /// `.connected`, the first time every master's shard is up.
+    private func announceConnectedOnce() {
+        let masters = topology.layout.masters
+        let announce = state.withLock { state -> Bool in
+            guard !state.announcedConnected, !masters.isEmpty,
+                masters.allSatisfy({ state.shards[$0]?.subscriber.isConnected == true })
+            else { return false }
+            state.announcedConnected = true
+            return true
         }
         if announce { onEvent(.connected) }
-        if !restored.isEmpty { onEvent(.restored(restored)) }
     }
 
     private func interrupt(_ channels: Set<String>) {
@@ -256,6 +267,7 @@ public final class RedisClusterSubscriber: RedisPubSub {
         }
         if !newlyInterrupted.isEmpty { onEvent(.interrupted(newlyInterrupted)) }
         for shard in retired { shard.subscriber.shutdown() }
+        announceConnectedOnce()
         for (channel, subscriber) in moves {
             let endpoint = state.withLock { $0.owners[channel] }
             Task {
