@@ -36,6 +36,10 @@ public final class RedisCluster: Sendable {
     /// The masters' ports once the cluster has formed (set once, by `start`).
     private let masterPorts = Locked<[Int]>([])
     private let cli: URL
+    /// With TLS, every node speaks only TLS (clients, replication and the cluster bus) with these files.
+    public let tls: TestCertificates?
+    /// What `redis-cli` needs to reach a node: TLS and the CA, when the cluster speaks TLS.
+    private var cliTLS: [String] { Self.cliArguments(tls) }
 
     /// The ports of all nodes, in the order given to `redis-cli --cluster create`.
     public var ports: [Int] { nodes.map(\.port) }
@@ -47,9 +51,14 @@ public final class RedisCluster: Sendable {
     /// The seeds comma-joined: the value for REDIS_CLUSTER_NODES.
     public var nodesSetting: String { seeds.joined(separator: ",") }
 
-    private init(nodes: [Node], cli: URL) {
+    private init(nodes: [Node], cli: URL, tls: TestCertificates?) {
         self.nodes = nodes
         self.cli = cli
+        self.tls = tls
+    }
+
+    private static func cliArguments(_ tls: TestCertificates?) -> [String] {
+        tls.map { ["--tls", "--cacert", $0.authority] } ?? []
     }
 
     deinit {
@@ -59,7 +68,9 @@ public final class RedisCluster: Sendable {
     /// Starts `masters * (1 + replicasPerMaster)` nodes, forms the cluster with `redis-cli --cluster create` and
     /// waits (at most 60 s) until every node reports cluster_state:ok, every node sees the same nodes, roles and slot
     /// map with no node failing, and every replica's link to its master is up.
-    public static func start(masters: Int = 3, replicasPerMaster: Int = 1) async throws -> RedisCluster {
+    /// With `tls`, every node speaks only TLS on its port (`--port 0 --tls-port`, `tls-cluster`, `tls-replication`),
+    /// with a certificate that must name 127.0.0.1 (the address the nodes announce).
+    public static func start(masters: Int = 3, replicasPerMaster: Int = 1, tls: TestCertificates? = nil) async throws -> RedisCluster {
         guard masters >= 3 else { throw RedisClusterError("a Redis Cluster needs at least 3 masters, not \(masters)") }
         guard replicasPerMaster >= 0 else { throw RedisClusterError("replicasPerMaster must be >= 0") }
         let server = try executable("redis-server")
@@ -71,10 +82,10 @@ public final class RedisCluster: Sendable {
             var nodes: [Node] = []
             do {
                 for port in try clusterPorts(count) {
-                    nodes.append(try launch(server, port: port))
+                    nodes.append(try launch(server, port: port, tls: tls))
                 }
                 for node in nodes {
-                    try await waitForPing(node, cli: cli)
+                    try await waitForPing(node, cli: cli, tls: tls)
                 }
             } catch {
                 lastError = error
@@ -82,11 +93,11 @@ public final class RedisCluster: Sendable {
                 continue
             }
             // From here on `cluster` owns the nodes: thrown away on a failure, its deinit kills them.
-            let cluster = RedisCluster(nodes: nodes, cli: cli)
+            let cluster = RedisCluster(nodes: nodes, cli: cli, tls: tls)
             let addresses = nodes.map { "127.0.0.1:\($0.port)" }
             let create = try await run(
                 cli,
-                ["--cluster", "create"] + addresses + ["--cluster-replicas", String(replicasPerMaster), "--cluster-yes"],
+                cliArguments(tls) + ["--cluster", "create"] + addresses + ["--cluster-replicas", String(replicasPerMaster), "--cluster-yes"],
                 timeout: .seconds(60)
             )
             guard create.status == 0 else {
@@ -415,7 +426,7 @@ public final class RedisCluster: Sendable {
 
     @discardableResult
     private func redisCLI(port: Int, _ args: [String], timeout: Duration = .seconds(10)) async throws -> String {
-        let result = try await Self.run(cli, ["-h", "127.0.0.1", "-p", String(port), "-e"] + args, timeout: timeout)
+        let result = try await Self.run(cli, cliTLS + ["-h", "127.0.0.1", "-p", String(port), "-e"] + args, timeout: timeout)
         guard result.status == 0 else {
             throw RedisClusterError(
                 "redis-cli -p \(port) \(args.joined(separator: " ")) failed (status \(result.status)): \(result.errors)\(result.output)"
@@ -474,7 +485,7 @@ public final class RedisCluster: Sendable {
         }
     }
 
-    private static func launch(_ server: URL, port: Int) throws -> Node {
+    private static func launch(_ server: URL, port: Int, tls: TestCertificates?) throws -> Node {
         let directory = FileManager.default.temporaryDirectory
             .appendingPathComponent("herald-redis-cluster-\(UUID().uuidString)", isDirectory: true)
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -482,8 +493,13 @@ public final class RedisCluster: Sendable {
             // No --logfile: the log goes to stdout, which ChildProcess writes to its log file.
             let process = try ChildProcess.start(
                 server.path,
-                [
-                    "--port", String(port),
+                (tls.map { tls in
+                    [
+                        "--port", "0", "--tls-port", String(port), "--tls-cluster", "yes", "--tls-replication", "yes",
+                        "--tls-cert-file", tls.serverCertificate, "--tls-key-file", tls.serverKey,
+                        "--tls-ca-cert-file", tls.authority, "--tls-auth-clients", "no",
+                    ]
+                } ?? ["--port", String(port)]) + [
                     "--bind", "127.0.0.1",
                     "--dir", directory.path,
                     "--daemonize", "no",
@@ -506,10 +522,10 @@ public final class RedisCluster: Sendable {
     }
 
     /// Waits (at most 10 s) until the node answers PING; throws early if it exits (its port was taken, say).
-    private static func waitForPing(_ node: Node, cli: URL) async throws {
+    private static func waitForPing(_ node: Node, cli: URL, tls: TestCertificates?) async throws {
         let deadline = ContinuousClock.now + .seconds(10)
         while ContinuousClock.now < deadline, node.process.isRunning {
-            if let reply = try? await run(cli, ["-h", "127.0.0.1", "-p", String(node.port), "PING"], timeout: .seconds(5)),
+            if let reply = try? await run(cli, cliArguments(tls) + ["-h", "127.0.0.1", "-p", String(node.port), "PING"], timeout: .seconds(5)),
                 reply.output.hasPrefix("PONG")
             {
                 return

@@ -114,6 +114,42 @@ struct RedisClusterClientTests {
         await client.close()
     }
 
+    @Test("a cluster that speaks only TLS (rediss+cluster, a private CA): commands on every master and a sharded subscription")
+    func overTLS() async throws {
+        let certificates = try TestCertificates.make()
+        let cluster = try await RedisCluster.start(tls: certificates)
+        defer { cluster.terminate() }
+        var configuration = try RedisClusterConfiguration(url: "rediss+cluster://" + cluster.nodesSetting)
+        configuration.node.tls = RedisConfiguration.TLS(caFile: certificates.authority)
+        let topology = ClusterTopology(configuration: configuration, logger: testLogger)
+        let client = RedisClusterClient(configuration: configuration, topology: topology, logger: testLogger)
+        for index in 0..<30 {
+            _ = try await client.send(["SET", .string("tls:\(index)"), "x"], key: "tls:\(index)")
+        }
+        let health = await client.ping()
+        #expect(health.isHealthy && health.servers.count == 3, "\(health)")
+
+        let messages = Recorder<String>()
+        let subscriber = RedisClusterSubscriber(
+            configuration: configuration, topology: topology, name: "tls-sub", logger: testLogger,
+            onMessage: { channel, payload in messages.append("\(channel)=\(String(buffer: payload))") }
+        )
+        let running = Task { try await subscriber.run() }
+        defer {
+            subscriber.shutdown()
+            running.cancel()
+        }
+        try await subscriber.subscribe("chan:{tls}", timeout: .seconds(5))
+        _ = try await client.send(["SPUBLISH", "chan:{tls}", "secret"], key: "chan:{tls}")
+        #expect(try await eventually { messages.all == ["chan:{tls}=secret"] }, "\(messages.all)")
+
+        // Without the CA, the handshake fails: nothing is learnt.
+        var untrusted = configuration
+        untrusted.node.tls = RedisConfiguration.TLS()
+        await #expect(throws: (any Error).self) { try await ClusterTopology(configuration: untrusted, logger: testLogger).refresh() }
+        await client.close()
+    }
+
     @Test("sharded subscriptions on every master; a channel whose slot migrates is interrupted, then restored on its new master")
     func shardedSubscriber() async throws {
         let cluster = try await RedisCluster.start()
