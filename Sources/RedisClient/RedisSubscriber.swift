@@ -183,12 +183,13 @@ final class SubscriberCore {
     struct Commands {
         var subscribe: RedisArgument
         var unsubscribe: RedisArgument
-        /// How many channels one re-subscription command may name (sharded: one slot per command).
-        var channelsPerCommand: Int
-        var isSharded: Bool { channelsPerCommand == 1 }
+        var isSharded: Bool
+        /// How many channels one re-subscription command may name (sharded: the channels of one command must
+        /// share a slot, so one each).
+        var channelsPerCommand: Int { isSharded ? 1 : 1000 }
 
-        static let classic = Commands(subscribe: "SUBSCRIBE", unsubscribe: "UNSUBSCRIBE", channelsPerCommand: 1000)
-        static let sharded = Commands(subscribe: "SSUBSCRIBE", unsubscribe: "SUNSUBSCRIBE", channelsPerCommand: 1)
+        static let classic = Commands(subscribe: "SUBSCRIBE", unsubscribe: "UNSUBSCRIBE", isSharded: false)
+        static let sharded = Commands(subscribe: "SSUBSCRIBE", unsubscribe: "SUNSUBSCRIBE", isSharded: true)
     }
 
     private struct Waiter {

@@ -3,7 +3,7 @@ import Testing
 
 @testable import HeraldCore
 
-@Suite("configuration: TLS to Redis, to engines, and on the listener")
+@Suite("configuration: Redis (TLS, cluster), TLS to engines and on the listener")
 struct RedisTLSSettingsTests {
     @Test("rediss:// with a CA, a client certificate and key; insecure as a flag")
     func settings() throws {
@@ -19,6 +19,17 @@ struct RedisTLSSettingsTests {
             "HERALD_INSECURE_DEV": "1", "REDIS_URL": "rediss://h", "REDIS_TLS_INSECURE": "1",
         ])
         #expect(!insecure.redisTLS.verifiesServer)
+    }
+
+    @Test("a Redis Cluster from REDIS_CLUSTER_NODES or a redis+cluster:// URL; TLS settings with rediss+cluster://")
+    func cluster() throws {
+        let seeds = try HeraldConfiguration.fromEnvironment(["HERALD_INSECURE_DEV": "1", "REDIS_CLUSTER_NODES": "10.0.0.1:7001,10.0.0.2:7002"])
+        #expect(seeds.redisURL == "redis+cluster://10.0.0.1:7001,10.0.0.2:7002")
+        #expect(try RedisDeployment(url: seeds.redisURL).isCluster)
+        let secure = try HeraldConfiguration.fromEnvironment([
+            "HERALD_INSECURE_DEV": "1", "REDIS_URL": "rediss+cluster://:pw@a:7001,b:7002", "REDIS_TLS_CA_FILE": "/etc/ca.pem",
+        ])
+        #expect(secure.redisTLS.caFile == "/etc/ca.pem")
     }
 
     @Test("HERALD_OUTBOUND_CA_FILE names the CAs the engine and JWKS calls trust; unset, the system's store")
@@ -44,6 +55,10 @@ struct RedisTLSSettingsTests {
         (["REDIS_URL": "rediss://h", "REDIS_TLS_CERT_FILE": "/etc/client.pem"], "REDIS_TLS_CERT_FILE"),
         (["REDIS_URL": "rediss://h", "REDIS_TLS_KEY_FILE": "/etc/client.key"], "REDIS_TLS_CERT_FILE"),
         (["REDIS_URL": "rediss://h", "REDIS_TLS_INSECURE": "maybe"], "REDIS_TLS_INSECURE"),
+        (["REDIS_URL": "redis://h", "REDIS_CLUSTER_NODES": "a:7001"], "REDIS_CLUSTER_NODES"),
+        (["REDIS_CLUSTER_NODES": "a:7001,b:notaport"], "REDIS_URL"),
+        (["REDIS_URL": "redis+cluster://a:7001/2"], "REDIS_URL"),
+        (["REDIS_URL": "redis+cluster://a:7001", "REDIS_TLS_CA_FILE": "/etc/ca.pem"], "REDIS_URL"),
     ])
     func refused(environment: [String: String], variable: String) {
         do {
