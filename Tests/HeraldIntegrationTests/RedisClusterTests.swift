@@ -102,6 +102,10 @@ struct RedisClusterTests {
             let ready = try await TestHTTPClient.request("GET", "\(stack.nodes[0].url)/readyz")
             let shards = try #require(try nodeA.json(ready)["redis_shards"] as? [String: String], "\(ready.text)")
             #expect(ready.status == 200 && shards.count == 3 && shards.values.allSatisfy { $0 == "ok" }, "\(ready.text)")
+            // The answer is what the OpenAPI document says readiness answers.
+            let contract = ContractRecorder()
+            contract.response("GET", "/readyz", ready)
+            try await contract.check(document: try await TestHTTPClient.request("GET", "\(stack.nodes[0].url)/openapi.json").body)
             let metrics = try await TestHTTPClient.request("GET", "\(stack.nodes[0].url)/metrics").text
             let shardsWithCommands = Set(cluster.seeds.filter { metrics.contains(#"herald_redis_commands_total{shard="\#($0)"}"#) })
             #expect(shardsWithCommands.count == 3, "\(metrics.split(separator: "\n").filter { $0.contains("herald_redis") })")
