@@ -152,7 +152,7 @@ struct RedisClusterClientTests {
         await client.close()
     }
 
-    @Test("sharded subscriptions on every master; a channel whose slot migrates is interrupted, then restored on its new master")
+    @Test("sharded subscriptions on every master; a channel whose slot migrates, or whose shard connection drops, is interrupted, then restored")
     func shardedSubscriber() async throws {
         let cluster = try await RedisCluster.start()
         defer { cluster.terminate() }
@@ -204,6 +204,18 @@ struct RedisClusterClientTests {
 
         try await subscriber.unsubscribe(moving)
         #expect(try await cluster.command(port: target, "PUBSUB", "SHARDNUMSUB", moving).split(separator: "\n").last == "0")
+
+        // One shard's subscriber connection killed: only its channel is interrupted, and restored on the same
+        // master once the connection is back.
+        let kept = channels[1]
+        let keptMaster = try await cluster.master(ofSlot: cluster.slot(of: kept)).port
+        let eventsBefore = events.all.count
+        #expect(try await cluster.command(port: keptMaster, "CLIENT", "KILL", "TYPE", "pubsub") == "1")
+        #expect(try await eventually(timeout: .seconds(10)) { events.all.dropFirst(eventsBefore).contains(.restored([kept])) }, "\(events.all)")
+        #expect(Array(events.all.dropFirst(eventsBefore)) == [.interrupted([kept]), .restored([kept])])
+        _ = try await client.send(["SPUBLISH", .string(kept), "three"], key: kept)
+        #expect(try await eventually { messages.all.contains("\(kept)=three") }, "\(messages.all)")
+        #expect(subscriber.isConnected)
         await client.close()
     }
 }
