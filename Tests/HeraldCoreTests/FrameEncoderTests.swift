@@ -30,6 +30,18 @@ struct FrameEncoderTests {
         }
     }
 
+    @Test("a run status's JSON, written by hand for speed, is byte for byte what JSONEncoder writes")
+    func runStatusJSONMatchesJSONEncoder() throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.withoutEscapingSlashes, .sortedKeys]
+        for status in [RunStatus.queued, .running, .completed, .failed, .timedOut] {
+            for cached in [nil, true, false] {
+                let update = StreamEvent.RunStatusUpdate(threadID: thread, runID: run, status: status, cached: cached)
+                #expect(FrameEncoder.json(of: update) == Array(try encoder.encode(update)), "\(status) cached: \(String(describing: cached))")
+            }
+        }
+    }
+
     @Test("cached is in a frame's JSON only when set: frames of engine runs are unchanged")
     func cachedMarkOnlyWhenSet() {
         let message = ChatMessage(

@@ -24,8 +24,10 @@ public enum FrameEncoder {
     /// The frame body of `event`. JSON from `JSONEncoder` escapes control characters inside strings, so `data`
     /// is always a single line and no content can start a new SSE field.
     public static func body(of event: StreamEvent) -> [UInt8] {
-        // Deltas come once per token: their JSON is written directly, in the same bytes `JSONEncoder` writes.
+        // Deltas come once per token, and every delta script carries its run's `running` frame: their JSON is
+        // written directly, in the same bytes `JSONEncoder` writes.
         if case .delta(let delta) = event { return body(eventName: event.name.rawValue, json: json(of: delta)) }
+        if case .runStatus(let update) = event { return body(eventName: event.name.rawValue, json: json(of: update)) }
         let json: Data
         do {
             json = switch event {
@@ -62,6 +64,25 @@ public enum FrameEncoder {
         json.append(contentsOf: delta.runID.text.utf8)
         json.append(contentsOf: #"","thread_id":""#.utf8)
         json.append(contentsOf: delta.threadID.text.utf8)
+        json.append(contentsOf: #""}"#.utf8)
+        return json
+    }
+
+    /// `{"cached":…,"run_id":…,"status":…,"thread_id":…}`: the sorted keys of `StreamEvent.RunStatusUpdate`,
+    /// `cached` only when set (a status is a plain word: nothing to escape).
+    static func json(of update: StreamEvent.RunStatusUpdate) -> [UInt8] {
+        var json: [UInt8] = []
+        json.reserveCapacity(112)
+        if let cached = update.cached {
+            json.append(contentsOf: (cached ? #"{"cached":true,"run_id":""# : #"{"cached":false,"run_id":""#).utf8)
+        } else {
+            json.append(contentsOf: #"{"run_id":""#.utf8)
+        }
+        json.append(contentsOf: update.runID.text.utf8)
+        json.append(contentsOf: #"","status":""#.utf8)
+        json.append(contentsOf: update.status.rawValue.utf8)
+        json.append(contentsOf: #"","thread_id":""#.utf8)
+        json.append(contentsOf: update.threadID.text.utf8)
         json.append(contentsOf: #""}"#.utf8)
         return json
     }
