@@ -116,6 +116,36 @@ struct RedisClusterClientTests {
         await client.close()
     }
 
+    @Test("a subscriber started while a master is dead: connected once the cluster has promoted its replica")
+    func startedDuringAnOutage() async throws {
+        let cluster = try await RedisCluster.start()
+        defer { cluster.terminate() }
+        let channel = "chan:{outage}"
+        let slot = cluster.slot(of: channel)
+        let dead = try await cluster.master(ofSlot: slot).port
+        cluster.killMaster(port: dead)
+        let configuration = try RedisClusterConfiguration(nodes: cluster.nodesSetting)
+        let topology = ClusterTopology(configuration: configuration, logger: testLogger)
+        let client = RedisClusterClient(configuration: configuration, topology: topology, logger: testLogger)
+        let messages = Recorder<String>()
+        let subscriber = RedisClusterSubscriber(
+            configuration: configuration, topology: topology, name: "outage-sub", logger: testLogger,
+            onMessage: { channel, payload in messages.append("\(channel)=\(String(buffer: payload))") }
+        )
+        let running = Task { try await subscriber.run() }
+        defer {
+            subscriber.shutdown()
+            running.cancel()
+        }
+        // Nothing but the subscriber itself asks the cluster for its layout again.
+        _ = try await cluster.waitForFailover(ofSlot: slot, from: dead, timeout: .seconds(30))
+        #expect(try await eventually(timeout: .seconds(15)) { subscriber.isConnected })
+        try await subscriber.subscribe(channel, timeout: .seconds(5))
+        _ = try await client.send(["SPUBLISH", .string(channel), "after"], key: channel)
+        #expect(try await eventually { messages.all == ["\(channel)=after"] }, "\(messages.all)")
+        await client.close()
+    }
+
     @Test("a cluster that speaks only TLS (rediss+cluster, a private CA): commands on every master and a sharded subscription")
     func overTLS() async throws {
         let certificates = try TestCertificates.make()

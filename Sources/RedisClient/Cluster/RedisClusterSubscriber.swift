@@ -216,7 +216,9 @@ public final class RedisClusterSubscriber: RedisPubSub {
         if !newly.isEmpty { onEvent(.interrupted(newly)) }
     }
 
-    /// Learns the layout again, every few hundred milliseconds, until no channel is interrupted.
+    /// Learns the layout again, every few hundred milliseconds (at most every second), until no channel is
+    /// interrupted and every master's shard is connected: a master that died before the node could reach it is
+    /// replaced once the cluster has promoted its replica.
     private func relearnUntilSettled() {
         let start = state.withLock { state in
             defer { state.relearning = true }
@@ -228,8 +230,10 @@ public final class RedisClusterSubscriber: RedisPubSub {
             while true {
                 attempt += 1
                 try? await Task.sleep(for: .milliseconds(min(100 * attempt, 1000)))
+                let masters = topology.layout.masters
                 let settled = state.withLock { state in
-                    if state.interrupted.isEmpty || state.isShutdown { state.relearning = false }
+                    let shardsUp = !masters.isEmpty && masters.allSatisfy { state.shards[$0]?.subscriber.isConnected == true }
+                    if (state.interrupted.isEmpty && shardsUp) || state.isShutdown { state.relearning = false }
                     return !state.relearning
                 }
                 if settled { return }
@@ -268,6 +272,8 @@ public final class RedisClusterSubscriber: RedisPubSub {
         if !newlyInterrupted.isEmpty { onEvent(.interrupted(newlyInterrupted)) }
         for shard in retired { shard.subscriber.shutdown() }
         announceConnectedOnce()
+        // A shard not up yet may be a master that is gone: keep learning until the cluster says so.
+        relearnUntilSettled()
         for (channel, subscriber) in moves {
             let endpoint = state.withLock { $0.owners[channel] }
             Task {
