@@ -1,17 +1,33 @@
+import Synchronization
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
 
-/// A TCP port on 127.0.0.1 that nothing listens on right now: bind port 0, read what the kernel chose, close.
-/// Another process could take it before the caller does; the window is small enough for tests.
+/// Ports `freeTCPPort()` handed out or a test claimed (`claimTCPPort`) in this process. The kernel may choose a
+/// closed port again, so without this two tests running side by side could be given the same one before either
+/// binds it.
+private let claimedPorts = Mutex<Set<Int>>([])
+
+/// A TCP port on 127.0.0.1 that nothing listens on right now and that no other test of this process was given:
+/// bind port 0, read what the kernel chose, close. Another process could take it before the caller does; the
+/// window is small enough for tests.
 public func freeTCPPort() -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    precondition(fd >= 0, "socket() failed")
-    defer { close(fd) }
-    guard let port = bindToLoopback(fd) else { preconditionFailure("bind() failed") }
-    return port
+    while true {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        precondition(fd >= 0, "socket() failed")
+        defer { close(fd) }
+        guard let port = bindToLoopback(fd) else { preconditionFailure("bind() failed") }
+        if claimTCPPort(port) { return port }
+    }
+}
+
+/// Claims `port` for the caller (a port a server derives from another, such as a Redis Cluster node's bus port):
+/// `freeTCPPort()` will not hand it out. False if it was handed out or claimed already.
+public func claimTCPPort(_ port: Int) -> Bool {
+    claimedPorts.withLock { $0.insert(port).inserted }
 }
 
 /// Binds `fd` to a port of the kernel's choice on 127.0.0.1 and returns that port; nil if binding failed.

@@ -463,7 +463,9 @@ public final class RedisCluster: Sendable {
             guard attempts <= 10_000 else { throw RedisClusterError("found only \(ports.count) of \(count) free port pairs") }
             let port = freeTCPPort()
             let taken = ports.flatMap { [$0, $0 + 10000] }
-            guard port <= 55000, !taken.contains(port), !taken.contains(port + 10000), isFree(port + 10000) else { continue }
+            // The bus port is claimed too, so no other test of this process is given it meanwhile.
+            guard port <= 55000, !taken.contains(port), !taken.contains(port + 10000), isFree(port + 10000), claimTCPPort(port + 10000)
+            else { continue }
             ports.append(port)
         }
         return ports
