@@ -127,16 +127,9 @@ struct RedisClusterClientTests {
         let configuration = try RedisClusterConfiguration(nodes: cluster.nodesSetting)
         let topology = ClusterTopology(configuration: configuration, logger: testLogger)
         let client = RedisClusterClient(configuration: configuration, topology: topology, logger: testLogger)
-        let messages = Recorder<String>()
-        let subscriber = RedisClusterSubscriber(
-            configuration: configuration, topology: topology, name: "outage-sub", logger: testLogger,
-            onMessage: { channel, payload in messages.append("\(channel)=\(String(buffer: payload))") }
-        )
-        let running = Task { try await subscriber.run() }
-        defer {
-            subscriber.shutdown()
-            running.cancel()
-        }
+        let recording = RecordingSubscriber(configuration: configuration, topology: topology, name: "outage-sub")
+        defer { recording.stop() }
+        let (subscriber, messages) = (recording.subscriber, recording.messages)
         // Nothing but the subscriber itself asks the cluster for its layout again.
         _ = try await cluster.waitForFailover(ofSlot: slot, from: dead, timeout: .seconds(30))
         #expect(try await eventually(timeout: .seconds(15)) { subscriber.isConnected })
@@ -161,16 +154,9 @@ struct RedisClusterClientTests {
         let health = await client.ping()
         #expect(health.isHealthy && health.servers.count == 3, "\(health)")
 
-        let messages = Recorder<String>()
-        let subscriber = RedisClusterSubscriber(
-            configuration: configuration, topology: topology, name: "tls-sub", logger: testLogger,
-            onMessage: { channel, payload in messages.append("\(channel)=\(String(buffer: payload))") }
-        )
-        let running = Task { try await subscriber.run() }
-        defer {
-            subscriber.shutdown()
-            running.cancel()
-        }
+        let recording = RecordingSubscriber(configuration: configuration, topology: topology, name: "tls-sub")
+        defer { recording.stop() }
+        let (subscriber, messages) = (recording.subscriber, recording.messages)
         try await subscriber.subscribe("chan:{tls}", timeout: .seconds(5))
         _ = try await client.send(["SPUBLISH", "chan:{tls}", "secret"], key: "chan:{tls}")
         #expect(try await eventually { messages.all == ["chan:{tls}=secret"] }, "\(messages.all)")
@@ -189,18 +175,9 @@ struct RedisClusterClientTests {
         let configuration = try RedisClusterConfiguration(nodes: cluster.nodesSetting)
         let topology = ClusterTopology(configuration: configuration, logger: testLogger)
         let client = RedisClusterClient(configuration: configuration, topology: topology, logger: testLogger)
-        let messages = Recorder<String>()
-        let events = Recorder<PubSubEvent>()
-        let subscriber = RedisClusterSubscriber(
-            configuration: configuration, topology: topology, name: "test-sub", logger: testLogger,
-            onMessage: { channel, payload in messages.append("\(channel)=\(String(buffer: payload))") },
-            onEvent: { events.append($0) }
-        )
-        let running = Task { try await subscriber.run() }
-        defer {
-            subscriber.shutdown()
-            running.cancel()
-        }
+        let recording = RecordingSubscriber(configuration: configuration, topology: topology, name: "test-sub")
+        defer { recording.stop() }
+        let (subscriber, messages, events) = (recording.subscriber, recording.messages, recording.events)
         // Channels until every master serves one.
         var channels: [String] = []
         var masters: Set<Int> = []
@@ -247,5 +224,29 @@ struct RedisClusterClientTests {
         #expect(try await eventually { messages.all.contains("\(kept)=three") }, "\(messages.all)")
         #expect(subscriber.isConnected)
         await client.close()
+    }
+}
+
+/// A running cluster subscriber that records every message (`channel=payload`) and event it reports.
+final class RecordingSubscriber: Sendable {
+    let subscriber: RedisClusterSubscriber
+    let messages = Recorder<String>()
+    let events = Recorder<PubSubEvent>()
+    private let running: Task<Void, any Error>
+
+    init(configuration: RedisClusterConfiguration, topology: ClusterTopology, name: String) {
+        let (messages, events) = (self.messages, self.events)
+        let subscriber = RedisClusterSubscriber(
+            configuration: configuration, topology: topology, name: name, logger: testLogger,
+            onMessage: { channel, payload in messages.append("\(channel)=\(String(buffer: payload))") },
+            onEvent: { events.append($0) }
+        )
+        self.subscriber = subscriber
+        running = Task { try await subscriber.run() }
+    }
+
+    func stop() {
+        subscriber.shutdown()
+        running.cancel()
     }
 }

@@ -155,7 +155,6 @@ public struct HeraldConfiguration: Sendable {
     }
 }
 
-/// A setting that is missing or malformed; `description` is the one line printed at start-up.
 /// Where the listener's certificate chain and private key are (PEM).
 public struct ServerTLSFiles: Sendable, Equatable {
     public var certificateFile: String
@@ -167,6 +166,7 @@ public struct ServerTLSFiles: Sendable, Equatable {
     }
 }
 
+/// A setting that is missing or malformed; `description` is the one line printed at start-up.
 public struct ConfigurationError: Error, CustomStringConvertible, Equatable {
     public let variable: String
     public let reason: String

@@ -50,11 +50,7 @@ public enum FrameEncoder {
     static func json(of delta: StreamEvent.Delta) -> [UInt8] {
         var json: [UInt8] = []
         json.reserveCapacity(delta.delta.utf8.count + 176)
-        if let cached = delta.cached {
-            json.append(contentsOf: (cached ? #"{"cached":true,"delta":"# : #"{"cached":false,"delta":"#).utf8)
-        } else {
-            json.append(contentsOf: #"{"delta":"#.utf8)
-        }
+        openObject(cached: delta.cached, firstKey: "delta", in: &json)
         appendJSONString(delta.delta, to: &json)
         json.append(contentsOf: #","index":"#.utf8)
         json.append(contentsOf: String(delta.index).utf8)
@@ -73,11 +69,8 @@ public enum FrameEncoder {
     static func json(of update: StreamEvent.RunStatusUpdate) -> [UInt8] {
         var json: [UInt8] = []
         json.reserveCapacity(112)
-        if let cached = update.cached {
-            json.append(contentsOf: (cached ? #"{"cached":true,"run_id":""# : #"{"cached":false,"run_id":""#).utf8)
-        } else {
-            json.append(contentsOf: #"{"run_id":""#.utf8)
-        }
+        openObject(cached: update.cached, firstKey: "run_id", in: &json)
+        json.append(UInt8(ascii: "\""))
         json.append(contentsOf: update.runID.text.utf8)
         json.append(contentsOf: #"","status":""#.utf8)
         json.append(contentsOf: update.status.rawValue.utf8)
@@ -85,6 +78,15 @@ public enum FrameEncoder {
         json.append(contentsOf: update.threadID.text.utf8)
         json.append(contentsOf: #""}"#.utf8)
         return json
+    }
+
+    /// `{`, then `"cached":true,` or `"cached":false,` when it is set (it sorts first), then `"<firstKey>":`.
+    private static func openObject(cached: Bool?, firstKey: String, in json: inout [UInt8]) {
+        json.append(UInt8(ascii: "{"))
+        if let cached { json.append(contentsOf: (cached ? #""cached":true,"# : #""cached":false,"#).utf8) }
+        json.append(UInt8(ascii: "\""))
+        json.append(contentsOf: firstKey.utf8)
+        json.append(contentsOf: #"":"#.utf8)
     }
 
     /// A JSON string as `JSONEncoder` writes it with `.withoutEscapingSlashes`: quote and backslash escaped, the
