@@ -115,7 +115,11 @@ public enum HeraldApplication {
         return Application(
             router: router,
             server: .limitedHTTP(
-                limits: configuration.connectionLimits, streams: .init(responder: router.buildResponder(), logger: logger), tls: tls
+                limits: configuration.connectionLimits,
+                streams: .init(
+                    responder: router.buildResponder(), logger: logger, maxBodyBytes: configuration.maxBodyBytes, serverName: "herald"
+                ),
+                tls: tls
             ),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "herald"),
             services: services,

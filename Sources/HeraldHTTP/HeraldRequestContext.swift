@@ -10,15 +10,15 @@ public struct HeraldRequestContext: RequestContext {
     public let channel: any Channel
     /// The JWT `sub` of the caller, set by `UserAuthenticationMiddleware`.
     public var user: String?
-    /// Set when `StreamHandoff` runs the request: the stream route leaves its stream here instead of keeping a
+    /// Set when `RequestHandoff` runs the request: the stream route leaves its stream here instead of keeping a
     /// task in the response body for as long as the stream lasts.
-    let handoff: StreamHandoff.Slot?
+    let handoff: RequestHandoff.Slot?
 
     public init(source: ApplicationRequestContextSource) {
         self.init(source: source, handoff: nil)
     }
 
-    init(source: ApplicationRequestContextSource, handoff: StreamHandoff.Slot?) {
+    init(source: ApplicationRequestContextSource, handoff: RequestHandoff.Slot?) {
         self.coreContext = .init(source: source)
         self.channel = source.channel
         self.handoff = handoff

@@ -15,6 +15,9 @@ enum RequestBody {
             return try await request.collectBody(upTo: limit)
         } catch let error as HTTPError where error.status == .contentTooLarge {
             throw APIError(.contentTooLarge, "body_too_large", "request body exceeds \(limit) bytes")
+        } catch is NIOTooManyBytesError {
+            // A body already collected (by `RequestHandoff`) is measured by NIO's `collect`, which says so this way.
+            throw APIError(.contentTooLarge, "body_too_large", "request body exceeds \(limit) bytes")
         }
     }
 

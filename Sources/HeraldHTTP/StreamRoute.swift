@@ -56,7 +56,7 @@ struct StreamRoute {
             HTTPField.Name("X-Accel-Buffering")!: "no",
         ]
         if let handoff = context.handoff {
-            // Run by `StreamHandoff`: it writes this head and ends the response when the stream ends; no task waits.
+            // Run by `RequestHandoff`: it writes this head and ends the response when the stream ends; no task waits.
             handoff.hold(connection)
             return Response(status: .ok, headers: headers)
         }

@@ -26,6 +26,9 @@ struct FrameEncoderTests {
                 let delta = StreamEvent.Delta(threadID: thread, runID: run, messageID: UUID(), index: index, delta: text, cached: cached)
                 let expected = try encoder.encode(delta)
                 #expect(FrameEncoder.json(of: delta) == Array(expected), "\(Array(text.utf8)) cached: \(String(describing: cached))")
+                // The halves the delta script puts its index between make the same frame.
+                let (beforeIndex, afterIndex) = FrameEncoder.deltaBody(aroundIndexOf: delta)
+                #expect(beforeIndex + Array(String(index).utf8) + afterIndex == FrameEncoder.body(of: .delta(delta)))
             }
         }
     }

@@ -48,12 +48,34 @@ public enum FrameEncoder {
     /// `{"cached":…,"delta":…,"index":…,"message_id":…,"run_id":…,"thread_id":…}`: the sorted keys of
     /// `StreamEvent.Delta`, `cached` only when set.
     static func json(of delta: StreamEvent.Delta) -> [UInt8] {
+        var json = jsonBeforeIndex(of: delta)
+        json.append(contentsOf: String(delta.index).utf8)
+        appendJSONAfterIndex(of: delta, to: &json)
+        return json
+    }
+
+    /// A delta's frame body without its index, whose digits go between the two: the delta script fills in an index
+    /// it assigns itself.
+    public static func deltaBody(aroundIndexOf delta: StreamEvent.Delta) -> (beforeIndex: [UInt8], afterIndex: [UInt8]) {
+        var before = Array("event: \(StreamEventName.delta.rawValue)\ndata: ".utf8)
+        before.append(contentsOf: jsonBeforeIndex(of: delta))
+        var after: [UInt8] = []
+        after.reserveCapacity(128)
+        appendJSONAfterIndex(of: delta, to: &after)
+        after.append(contentsOf: "\n\n".utf8)
+        return (before, after)
+    }
+
+    private static func jsonBeforeIndex(of delta: StreamEvent.Delta) -> [UInt8] {
         var json: [UInt8] = []
         json.reserveCapacity(delta.delta.utf8.count + 176)
         openObject(cached: delta.cached, firstKey: "delta", in: &json)
         appendJSONString(delta.delta, to: &json)
         json.append(contentsOf: #","index":"#.utf8)
-        json.append(contentsOf: String(delta.index).utf8)
+        return json
+    }
+
+    private static func appendJSONAfterIndex(of delta: StreamEvent.Delta, to json: inout [UInt8]) {
         json.append(contentsOf: #","message_id":""#.utf8)
         json.append(contentsOf: delta.messageID.text.utf8)
         json.append(contentsOf: #"","run_id":""#.utf8)
@@ -61,7 +83,6 @@ public enum FrameEncoder {
         json.append(contentsOf: #"","thread_id":""#.utf8)
         json.append(contentsOf: delta.threadID.text.utf8)
         json.append(contentsOf: #""}"#.utf8)
-        return json
     }
 
     /// `{"cached":…,"run_id":…,"status":…,"thread_id":…}`: the sorted keys of `StreamEvent.RunStatusUpdate`,

@@ -133,20 +133,12 @@ public struct FramePublisher: Sendable {
 
     /// Publishes a token delta unless this (run, index) was published before or the run has ended.
     public func publishDelta(_ delta: StreamEvent.Delta, index: Int?) async throws(DependencyUnavailable) -> DeltaOutcome {
-        // The body is split around the index so the script can fill in an index it assigns itself.
-        let marker = 987_654_321_987
-        var template = delta
-        template.index = marker
-        let body = FrameEncoder.body(of: .delta(template))
-        let markerBytes = Array(String(marker).utf8)
-        guard let range = body.firstRange(of: markerBytes) else {
-            preconditionFailure("delta template lost its index marker")
-        }
+        let (beforeIndex, afterIndex) = FrameEncoder.deltaBody(aroundIndexOf: delta)
         let arguments: [RedisArgument] = [
             .string(String(logMaxLength)), .string(String(logTTLSeconds)),
             .string(index.map(String.init) ?? ""),
-            .bytes(ByteBuffer(bytes: body[..<range.lowerBound])),
-            .bytes(ByteBuffer(bytes: body[range.upperBound...])),
+            .bytes(ByteBuffer(bytes: beforeIndex)),
+            .bytes(ByteBuffer(bytes: afterIndex)),
             .bytes(ByteBuffer(bytes: FrameEncoder.body(of: .runStatus(.init(threadID: delta.threadID, runID: delta.runID, status: .running))))),
         ]
         let reply = try await run(

@@ -5,19 +5,19 @@ import NIOHTTP2
 import NIOHTTPTypesHTTP2
 
 /// HTTP/2 on a TLS connection that negotiated `h2`: every stream the client opens gets the same treatment as an
-/// HTTP/1.1 connection's first request. A request for an event stream is run by a `StreamHandoff` on the HTTP/2
-/// stream (its frames then go out as DATA frames, under that stream's own flow control, see `StreamOutlet`);
-/// anything else goes to Hummingbird on the stream's channel. Many event streams share one connection, and a
+/// HTTP/1.1 connection's first request. A request for an event stream (or a webhook) is run by a `RequestHandoff` on
+/// the HTTP/2 stream (an event stream's frames then go out as DATA frames, under that stream's own flow control, see
+/// `StreamOutlet`); anything else goes to Hummingbird on the stream's channel. Many event streams share one connection, and a
 /// client that resets one stream ends that stream alone.
 struct HTTP2Connections: Sendable {
     /// An HTTP/2 stream waiting for its request.
     struct Stream: Sendable {
         let channel: any Channel
-        let handoff: NIOLoopBound<StreamHandoff>
-        let firstRequest: EventLoopFuture<StreamHandoff.FirstRequest>
+        let handoff: NIOLoopBound<RequestHandoff>
+        let fate: EventLoopFuture<RequestHandoff.Fate>
     }
 
-    let streams: StreamHandoff.Runner
+    let streams: RequestHandoff.Runner
     let logger: Logger
 
     /// Puts HTTP/2 on `channel`; the streams its client opens arrive in the returned sequence, which ends with the
@@ -32,11 +32,11 @@ struct HTTP2Connections: Sendable {
         ) { stream in
             stream.eventLoop.makeCompletedFuture {
                 let pipeline = stream.pipeline.syncOperations
-                let handoff = StreamHandoff(runner: runner, eventLoop: stream.eventLoop, onHTTP2Stream: true)
+                let handoff = RequestHandoff(runner: runner, eventLoop: stream.eventLoop, onHTTP2Stream: true)
                 try pipeline.addHandler(HTTP2FramePayloadToHTTPServerCodec())
                 try pipeline.addHandler(handoff)
                 try pipeline.addHandler(HTTPConnectionStateHandler(logger: logger))
-                continuation.yield(Stream(channel: stream, handoff: NIOLoopBound(handoff, eventLoop: stream.eventLoop), firstRequest: handoff.firstRequest))
+                continuation.yield(Stream(channel: stream, handoff: NIOLoopBound(handoff, eventLoop: stream.eventLoop), fate: handoff.fate))
             }
         }
         return opened

@@ -11,7 +11,7 @@ import NIOTLS
 /// Hummingbird's HTTP child channel with Herald's connection limits and stream handoff: each accepted connection
 /// is admitted by the `ConnectionGate` (served, limited to the operators' routes, or refused at once); a served
 /// HTTP/1.1 connection's pipeline gets the request timeouts, the JSON answers to malformed heads, HTTP/1.0's
-/// connection handling and, with `streams`, the `StreamHandoff`, which runs stream requests without a
+/// connection handling and, with `streams`, the `RequestHandoff`, which runs streams and webhooks without a
 /// Hummingbird task; Hummingbird's task and async channel are set up only once a connection asks for something
 /// else. With `tls`, every connection speaks TLS first (the refused ones too), and one that negotiates `h2` gets
 /// HTTP/2, each stream handled like an HTTP/1.1 connection's first request (`HTTP2Connections`).
@@ -21,8 +21,8 @@ struct LimitedHTTPChannel: ServerChildChannel {
             /// Answered and closed by `CapacityRefusal`, without HTTP.
             case refused
             case hummingbird(HTTP1Channel.Value)
-            /// Waiting for the first request: a stream is the handoff's, anything else Hummingbird's.
-            case handoff(NIOLoopBound<StreamHandoff>, EventLoopFuture<StreamHandoff.FirstRequest>)
+            /// Waiting for a request that is not the handoff's (streams and webhooks are), which Hummingbird then serves.
+            case handoff(NIOLoopBound<RequestHandoff>, EventLoopFuture<RequestHandoff.Fate>)
             /// HTTP/2 over TLS: each stream as it opens, waiting for its request like an HTTP/1.1 connection.
             case http2(AsyncStream<HTTP2Connections.Stream>)
             /// TLS: one of the others once the handshake has settled the protocol.
@@ -41,12 +41,12 @@ struct LimitedHTTPChannel: ServerChildChannel {
     private let operatorsOnly: HTTP1Channel
     private let gate: ConnectionGate
     private let limits: ConnectionLimits
-    private let streams: StreamHandoff.Runner?
+    private let streams: RequestHandoff.Runner?
     private let tls: ServerTLS?
 
     init(
         responder: @escaping HTTPChannelHandler.Responder, limits: ConnectionLimits, gate: ConnectionGate,
-        streams: StreamHandoff.Runner?, tls: ServerTLS? = nil
+        streams: RequestHandoff.Runner?, tls: ServerTLS? = nil
     ) {
         self.served = HTTP1Channel(responder: responder)
         self.operatorsOnly = HTTP1Channel(responder: Self.operatorsOnly(responder))
@@ -100,9 +100,9 @@ struct LimitedHTTPChannel: ServerChildChannel {
     /// An HTTP/1.1 connection: the handoff takes its streams (if it may have any), Hummingbird the rest.
     private func configureHTTP1(_ channel: any Channel, admission: ConnectionGate.Admission, logger: Logger) throws -> Connection {
         if admission == .served, let streams {
-            let handoff = StreamHandoff(runner: streams, eventLoop: channel.eventLoop)
+            let handoff = RequestHandoff(runner: streams, eventLoop: channel.eventLoop)
             try configureHTTP(channel, handoff: handoff, logger: logger)
-            let start = Connection.Start.handoff(NIOLoopBound(handoff, eventLoop: channel.eventLoop), handoff.firstRequest)
+            let start = Connection.Start.handoff(NIOLoopBound(handoff, eventLoop: channel.eventLoop), handoff.fate)
             return Connection(channel: channel, start: start, admission: admission)
         }
         try configureHTTP(channel, handoff: nil, logger: logger)
@@ -122,25 +122,25 @@ struct LimitedHTTPChannel: ServerChildChannel {
             return
         case .hummingbird(let http):
             await (value.admission == .operatorsOnly ? operatorsOnly : served).handle(value: http, logger: logger)
-        case .handoff(let handoff, let firstRequest):
-            await serve(value.channel, unlessStream: handoff, firstRequest, logger: logger)
+        case .handoff(let handoff, let fate):
+            await serve(value.channel, unlessTakenBy: handoff, fate, logger: logger)
         case .http2(let streams):
             // Each HTTP/2 stream is a request of its own: streams the handoff took need nothing here.
             await withDiscardingTaskGroup { group in
                 for await stream in streams {
-                    group.addTask { await serve(stream.channel, unlessStream: stream.handoff, stream.firstRequest, logger: logger) }
+                    group.addTask { await serve(stream.channel, unlessTakenBy: stream.handoff, stream.fate, logger: logger) }
                 }
             }
         }
     }
 
-    /// Hands a channel (a connection, or an HTTP/2 stream) to Hummingbird once its first request is known not to
-    /// be one the handoff runs.
+    /// Hands a channel (a connection, or an HTTP/2 stream) to Hummingbird once it asks for something the handoff
+    /// does not run.
     private func serve(
-        _ channel: any Channel, unlessStream handoff: NIOLoopBound<StreamHandoff>, _ firstRequest: EventLoopFuture<StreamHandoff.FirstRequest>,
+        _ channel: any Channel, unlessTakenBy handoff: NIOLoopBound<RequestHandoff>, _ fate: EventLoopFuture<RequestHandoff.Fate>,
         logger: Logger
     ) async {
-        guard case .http? = try? await firstRequest.get() else { return }
+        guard case .http? = try? await fate.get() else { return }
         let http = try? await channel.eventLoop.submit {
             let http = try Self.asyncChannel(channel)
             handoff.value.passToHummingbird()
@@ -151,7 +151,7 @@ struct LimitedHTTPChannel: ServerChildChannel {
 
     /// The pipeline of Hummingbird's `HTTP1Channel` (its codecs and connection state), with Herald's handlers. The
     /// handoff goes before Hummingbird's connection state: requests it takes are never Hummingbird's.
-    private func configureHTTP(_ channel: any Channel, handoff: StreamHandoff?, logger: Logger) throws {
+    private func configureHTTP(_ channel: any Channel, handoff: RequestHandoff?, logger: Logger) throws {
         let pipeline = channel.pipeline.syncOperations
         let decoding = HTTP1Channel.Configuration().httpDecoder
         var decoderLimits = NIOHTTPDecoderLimitConfiguration()
@@ -202,7 +202,7 @@ struct LimitedHTTPChannel: ServerChildChannel {
 
 extension HTTPServerBuilder {
     /// HTTP/1.1 with Herald's connection timeouts and cap (see `LimitedHTTPChannel`), over TLS with `tls`.
-    static func limitedHTTP(limits: ConnectionLimits, streams: StreamHandoff.Runner, tls: ServerTLS?) -> HTTPServerBuilder {
+    static func limitedHTTP(limits: ConnectionLimits, streams: RequestHandoff.Runner, tls: ServerTLS?) -> HTTPServerBuilder {
         HTTPServerBuilder { responder in
             let gate = ConnectionGate(maxConnections: limits.maxConnections, reserve: ConnectionLimits.operatorReserve)
             return LimitedHTTPChannel(responder: responder, limits: limits, gate: gate, streams: streams, tls: tls)

@@ -8,7 +8,7 @@ import NIOHTTPTypesHTTP2
 /// they go to the socket as they are, in the response's framing (HTTP/1.1 chunks, made once per frame per loop and
 /// shared by every client there), without a task, an async writer or an HTTP part per client.
 ///
-/// It sits right after the response encoder, where it sees Hummingbird's (or `StreamHandoff`'s) response head go
+/// It sits right after the response encoder, where it sees Hummingbird's (or `RequestHandoff`'s) response head go
 /// by: bytes written before that are held until it has. After it, frames are written below the encoder,
 /// through the encoder's own context, already framed as the encoder would have framed them (it chunks a
 /// response of unknown length to HTTP/1.1, and leaves HTTP/1.0's as they are, ended by the close). It also

@@ -7,7 +7,7 @@ import Logging
 
 /// `GET /ws`: the WebSocket handshake (RFC 6455 §4.2). Authenticated like the stream routes (the middleware in
 /// front of it); an accepted upgrade takes one of the user's stream slots for the whole socket and is handed to
-/// `StreamHandoff`, which answers `101` and puts a `WebSocketSession` on the connection.
+/// `RequestHandoff`, which answers `101` and puts a `WebSocketSession` on the connection.
 struct WebSocketRoute {
     let opener: StreamOpener
     let sender: MessageSender

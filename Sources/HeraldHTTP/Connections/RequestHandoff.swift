@@ -9,39 +9,59 @@ import NIOHTTP1
 import NIOHTTPTypes
 import NIOHTTPTypesHTTP1
 
-/// Runs stream requests (`GET /chats/sse/…`, and the WebSocket upgrade `GET /ws`) outside Hummingbird's
-/// per-connection task.
+/// Runs the requests that need no Hummingbird connection task: streams (`GET /chats/sse/…`, and the WebSocket
+/// upgrade `GET /ws`) and the engine's webhooks (`POST /webhook/chat-response`).
 ///
 /// Hummingbird keeps one task per connection for as long as the connection lives, and a task keeps the stack
 /// its deepest call needed (middleware, token verification, the route) until it ends: about 20 KiB that an
-/// open stream would hold for nothing, since its frames are written from the event loop. So this handler, right
-/// after the HTTP codec (before Hummingbird's connection state and async channel), takes a stream request before
-/// Hummingbird sees it, runs it through the same router
-/// (middleware, authentication, errors) in a task of its own that ends once the stream has begun, and writes
-/// the response head itself. When the stream ends, it ends the response and closes the connection.
+/// open stream would hold for nothing, since its frames are written from the event loop. An engine's webhook, one
+/// per token, would pay for that task's async channel twice over (the request's parts handed to the task, the
+/// response's handed back). So this handler, right after the HTTP codec (before Hummingbird's connection state and
+/// async channel), takes such a request before Hummingbird sees it, collects its body on the event loop (up to the
+/// body limit), runs it through the same router (middleware, authentication, errors) in a task of its own that
+/// ends with the request, and writes the response itself. A stream's response stays open until the stream ends;
+/// then the connection closes. After a webhook's response the connection takes its next request (keep-alive, and
+/// `ConnectionPersistenceHandler` closes one whose request asked it to).
 ///
-/// A connection whose first request is a stream never gets a Hummingbird task at all (`firstRequest` tells the
-/// child channel which it is); one whose first request is not gets its task and async channel only then, and a
-/// stream it asks for later is still taken here, as long as no response of Hummingbird's is outstanding (so
-/// pipelined responses keep their order). A WebSocket upgrade is taken only as a connection's first request: the
+/// A connection whose requests are all taken here never gets a Hummingbird task at all (`fate` tells the child
+/// channel); one that asks for something else gets its task and async channel only then, and a request it asks
+/// for later is still taken here, as long as no response of Hummingbird's is outstanding (so pipelined responses
+/// keep their order). A WebSocket upgrade is taken only while Hummingbird does not serve the connection: the
 /// connection then becomes the `WebSocketSession`'s, with no HTTP handler left. Anything else passes through
 /// untouched.
-final class StreamHandoff: ChannelDuplexHandler, RemovableChannelHandler {
+final class RequestHandoff: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
     typealias OutboundIn = HTTPResponsePart
     typealias OutboundOut = HTTPResponsePart
 
-    /// What runs a stream request: the application's router.
+    /// What runs a request taken here: the application's router.
     struct Runner: Sendable {
         let responder: RouterResponder<HeraldRequestContext>
         let logger: Logger
+        /// The largest request body collected; a larger one is answered (413, by the route) and the connection closed.
+        var maxBodyBytes = 1 << 20
+        /// The `Server` header of webhook answers, as Hummingbird sends on its own.
+        var serverName: String? = nil
 
-        /// Whether a request is one this handler takes; `webSocket`: a WebSocket upgrade may be taken now.
-        static func handles(_ head: HTTPRequest, webSocket: Bool) -> Bool {
-            guard head.method == .get, let path = head.path else { return false }
-            if path.hasPrefix("/chats/sse/") { return true }
-            return webSocket && (path == "/ws" || path.hasPrefix("/ws?"))
+        enum Kind {
+            case stream
+            case webSocket
+            case webhook
+        }
+
+        /// What a request is to this handler (nil: Hummingbird's); `webSocket`: a WebSocket upgrade may be taken now.
+        static func kind(of head: HTTPRequest, webSocket: Bool) -> Kind? {
+            guard let path = head.path else { return nil }
+            switch head.method {
+            case .get:
+                if path.hasPrefix("/chats/sse/") { return .stream }
+                return webSocket && (path == "/ws" || path.hasPrefix("/ws?")) ? .webSocket : nil
+            case .post:
+                return path == "/webhook/chat-response" || path.hasPrefix("/webhook/chat-response?") ? .webhook : nil
+            default:
+                return nil
+            }
         }
     }
 
@@ -65,53 +85,63 @@ final class StreamHandoff: ChannelDuplexHandler, RemovableChannelHandler {
         var value: Taken? { taken.withLockedValue { $0 } }
     }
 
-    /// How the connection's first request turned out.
-    enum FirstRequest: Sendable {
-        /// A stream, run here: the connection needs no Hummingbird task.
+    /// Whether the connection needs Hummingbird: known at its first request that is not a webhook.
+    enum Fate: Sendable {
+        /// It became a stream or a WebSocket here: it needs no Hummingbird task.
         case stream
-        /// Anything else: held until `passToHummingbird()`.
+        /// It asked for something else: that request is held until `passToHummingbird()`.
         case http
-        /// The connection closed before a request arrived.
+        /// It closed before then.
         case closed
     }
 
     private enum Mode {
-        case awaitingFirstRequest
-        /// Parts of the first request, held while the child channel sets Hummingbird up.
+        /// Between requests, none of them Hummingbird's so far: the next one decides.
+        case awaitingRequest
+        /// Parts of the connection's first request for Hummingbird, held while the child channel sets Hummingbird up.
         case holding([HTTPRequestPart])
         case passing
-        /// A stream request is being run or streamed here; the client has nothing more to say.
+        /// A webhook taken here, its body arriving.
+        case collecting(HTTPRequest, ByteBuffer)
+        /// A webhook taken here is being answered; what the client sends meanwhile (a pipelined request) waits.
+        case answering(waiting: [HTTPRequestPart])
+        /// A stream request is being run or streamed here, or a request body was too large: the client has nothing
+        /// more to say that will be read.
         case streaming
     }
 
     private let runner: Runner
     /// Run on an HTTP/2 stream rather than an HTTP/1.1 connection: it cannot become a WebSocket (no extended
-    /// CONNECT here), and the end of the client's input is the end of its request, not the client leaving.
+    /// CONNECT here), it carries one request, and the end of the client's input is the end of its request, not the
+    /// client leaving.
     private let onHTTP2Stream: Bool
-    private let firstRequestPromise: EventLoopPromise<FirstRequest>
-    private var firstRequestKnown = false
-    private var mode = Mode.awaitingFirstRequest
+    private let fatePromise: EventLoopPromise<Fate>
+    private var fateKnown = false
+    private var mode = Mode.awaitingRequest
     /// Requests passed to Hummingbird whose response has not ended.
     private var outstanding = 0
-    /// Whether Hummingbird serves this connection; if not, the connection closes after a response written here.
+    /// Whether Hummingbird serves this connection; if not, the connection closes after a stream request's answer.
     private var hummingbirdServes = false
     private var context: ChannelHandlerContext?
     /// The stream this handler writes the response of, once it has begun.
     private var stream: StreamConnection?
     private var shuttingDown = false
+    /// The connection closes once the request being answered here is (its body was too large, or the client's
+    /// input ended).
+    private var closesAfterAnswer = false
 
     init(runner: Runner, eventLoop: any EventLoop, onHTTP2Stream: Bool = false) {
         self.runner = runner
         self.onHTTP2Stream = onHTTP2Stream
-        self.firstRequestPromise = eventLoop.makePromise()
+        self.fatePromise = eventLoop.makePromise()
     }
 
-    var firstRequest: EventLoopFuture<FirstRequest> { firstRequestPromise.futureResult }
+    var fate: EventLoopFuture<Fate> { fatePromise.futureResult }
 
-    private func firstRequestIs(_ kind: FirstRequest) {
-        guard !firstRequestKnown else { return }
-        firstRequestKnown = true
-        firstRequestPromise.succeed(kind)
+    private func fateIs(_ fate: Fate) {
+        guard !fateKnown else { return }
+        fateKnown = true
+        fatePromise.succeed(fate)
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -120,21 +150,22 @@ final class StreamHandoff: ChannelDuplexHandler, RemovableChannelHandler {
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
-        firstRequestIs(.closed)
+        fateIs(.closed)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        firstRequestIs(.closed)
+        fateIs(.closed)
         context.fireChannelInactive()
     }
 
     /// What Hummingbird does for its own requests is done here for the others: an end of input closes the
-    /// connection (an SSE client's end of input means it is gone), and so does the server's shutdown, after
-    /// ending a stream (`shutdown`) so that its client reconnects elsewhere.
+    /// connection (an SSE client's end of input means it is gone; a webhook being answered is answered first), and
+    /// so does the server's shutdown, after ending a stream (`shutdown`) so that its client reconnects elsewhere,
+    /// or answering the request being run.
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         let closes = if case ChannelEvent.inputClosed = event { !onHTTP2Stream } else { event is ChannelShouldQuiesceEvent }
         let isHummingbirds = switch mode {
-        case .awaitingFirstRequest, .streaming: false
+        case .awaitingRequest, .collecting, .answering, .streaming: false
         case .holding, .passing: true
         }
         guard closes, !isHummingbirds else {
@@ -147,10 +178,16 @@ final class StreamHandoff: ChannelDuplexHandler, RemovableChannelHandler {
                 stream.end(.shutdown)
                 return
             }
-            // A request being run here is answered first; a stream it opens is ended as soon as it has begun.
-            if case .streaming = mode { return }
         }
-        context.close(promise: nil)
+        switch mode {
+        case .answering:
+            closesAfterAnswer = true
+        case .streaming where event is ChannelShouldQuiesceEvent:
+            // A request being run here is answered first; a stream it opens is ended as soon as it has begun.
+            break
+        default:
+            context.close(promise: nil)
+        }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -161,18 +198,39 @@ final class StreamHandoff: ChannelDuplexHandler, RemovableChannelHandler {
         case .holding(var parts):
             parts.append(part)
             mode = .holding(parts)
-        case .awaitingFirstRequest:
-            if case .head(let head) = part, Runner.handles(head, webSocket: !onHTTP2Stream) {
-                run(head, context: context)
-                firstRequestIs(.stream)
-            } else {
-                mode = .holding([part])
-                firstRequestIs(.http)
+        case .collecting(let head, var body):
+            switch part {
+            case .head:
+                preconditionFailure("a request head inside a request's body")
+            case .body(let buffer):
+                if body.readableBytes == 0 {
+                    body = buffer
+                } else {
+                    body.writeImmutableBuffer(buffer)
+                }
+                if body.readableBytes > runner.maxBodyBytes {
+                    tooLarge(head, body: body, context: context)
+                } else {
+                    mode = .collecting(head, body)
+                }
+            case .end:
+                mode = .answering(waiting: [])
+                run(head, body: body, context: context)
             }
+        case .answering(var waiting):
+            waiting.append(part)
+            mode = .answering(waiting: waiting)
+        case .awaitingRequest:
+            guard case .head(let head) = part, let kind = Runner.kind(of: head, webSocket: !onHTTP2Stream) else {
+                mode = .holding([part])
+                fateIs(.http)
+                return
+            }
+            take(head, kind, context: context)
         case .passing:
             if case .head(let head) = part {
-                if outstanding == 0, Runner.handles(head, webSocket: false) {
-                    run(head, context: context)
+                if outstanding == 0, let kind = Runner.kind(of: head, webSocket: false) {
+                    take(head, kind, context: context)
                     return
                 }
                 outstanding += 1
@@ -181,12 +239,36 @@ final class StreamHandoff: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
+    private func take(_ head: HTTPRequest, _ kind: Runner.Kind, context: ChannelHandlerContext) {
+        switch kind {
+        case .stream, .webSocket:
+            mode = .streaming
+            fateIs(.stream)
+            run(head, body: ByteBuffer(), context: context)
+        case .webhook:
+            // A declared length over the limit is refused by the route before any of the body is read.
+            if let declared = head.headerFields[.contentLength].flatMap(Int.init), declared > runner.maxBodyBytes {
+                tooLarge(head, body: ByteBuffer(), context: context)
+            } else {
+                mode = .collecting(head, ByteBuffer())
+            }
+        }
+    }
+
+    /// A body over the limit: the route answers 413 without reading the rest, and the connection, whose remaining
+    /// bytes are never read, closes after the answer.
+    private func tooLarge(_ head: HTTPRequest, body: ByteBuffer, context: ChannelHandlerContext) {
+        mode = .streaming
+        closesAfterAnswer = true
+        run(head, body: body, context: context)
+    }
+
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         if case .end = unwrapOutboundIn(data) { outstanding -= 1 }
         context.write(data, promise: promise)
     }
 
-    /// Hummingbird's async channel is in place behind this handler: the held first request goes to it.
+    /// Hummingbird's async channel is in place behind this handler: the held request goes to it.
     func passToHummingbird() {
         guard let context, case .holding(let parts) = mode else { return }
         hummingbirdServes = true
@@ -198,8 +280,7 @@ final class StreamHandoff: ChannelDuplexHandler, RemovableChannelHandler {
         context.fireChannelReadComplete()
     }
 
-    private func run(_ head: HTTPRequest, context: ChannelHandlerContext) {
-        mode = .streaming
+    private func run(_ head: HTTPRequest, body: ByteBuffer, context: ChannelHandlerContext) {
         let runner = self.runner
         let channel = context.channel
         let handoff = NIOLoopBound(self, eventLoop: context.eventLoop)
@@ -209,7 +290,7 @@ final class StreamHandoff: ChannelDuplexHandler, RemovableChannelHandler {
             var response: Response
             do {
                 response = try await runner.responder.respond(
-                    to: Request(head: head, body: HummingbirdCore.RequestBody(buffer: ByteBuffer())), context: requestContext
+                    to: Request(head: head, body: HummingbirdCore.RequestBody(buffer: body)), context: requestContext
                 )
             } catch {
                 response = Response(status: .internalServerError)
@@ -236,7 +317,6 @@ final class StreamHandoff: ChannelDuplexHandler, RemovableChannelHandler {
             channel.eventLoop.execute { handoff.value.respond(head, buffers) }
         }
     }
-
     /// The stream began on the loop before the route returned; its frames wait in the outlet for this head.
     private func startStream(_ head: HTTPResponse, _ stream: StreamConnection) {
         guard let context else { return }
@@ -290,25 +370,38 @@ final class StreamHandoff: ChannelDuplexHandler, RemovableChannelHandler {
         context.close(promise: nil)
     }
 
-    /// A response that is not a stream (an error, say): written whole; the connection stays Hummingbird's if it
-    /// was, and is closed if not.
+    /// A response that is not a stream (a webhook's, or a stream request's error): written whole. After a webhook,
+    /// the connection takes its next request, unless it is to close; after a stream request, it stays open only if
+    /// Hummingbird serves it.
     private func respond(_ head: HTTPResponse, _ body: [ByteBuffer]) {
         guard let context else { return }
         var head = head
-        let staysOpen = hummingbirdServes && !shuttingDown
+        var waiting: [HTTPRequestPart] = []
+        let staysOpen: Bool
+        if case .answering(let parts) = mode, !closesAfterAnswer, !shuttingDown, !onHTTP2Stream {
+            waiting = parts
+            staysOpen = true
+        } else {
+            staysOpen = hummingbirdServes && !shuttingDown && !closesAfterAnswer
+        }
         if !staysOpen { head.headerFields[.connection] = "close" }
+        if let serverName = runner.serverName { head.headerFields[.server] = serverName }
         context.write(wrapOutboundOut(.head(head)), promise: nil)
         for buffer in body {
             context.write(wrapOutboundOut(.body(buffer)), promise: nil)
         }
-        if staysOpen {
-            mode = .passing
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
-        } else {
+        guard staysOpen else {
             context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
                 context.close(promise: nil)
             }
+            return
         }
+        mode = hummingbirdServes ? .passing : .awaitingRequest
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        for part in waiting {
+            channelRead(context: context, data: wrapInboundOut(part))
+        }
+        if !waiting.isEmpty { context.fireChannelReadComplete() }
     }
 }
 

@@ -1,0 +1,210 @@
+import Foundation
+import HeraldCore
+import HeraldTestSupport
+import Testing
+
+/// Streams and webhooks run by `RequestHandoff`, over raw connections so that the bytes and their order are the
+/// server's own.
+@Suite("request handoff: streams and webhooks on fresh and reused connections, errors, order", .timeLimit(.minutes(2)))
+struct RequestHandoffTests {
+    @Test("a stream asked for after another request on a keep-alive connection: frames, and its end closes the connection")
+    func streamAfterRequestOnSameConnection() async throws {
+        try await withStack { stack in
+            let api = stack.api()
+            let thread = try await api.createThread()
+            let authorization = "Authorization: Bearer \(try #require(api.token))\r\n"
+            let connection = try await RawConnection.open(port: stack.node.port)
+            try await connection.send("GET /chats HTTP/1.1\r\nHost: herald\r\n\(authorization)\r\n")
+            #expect(await connection.waitForReceived(containing: "application/json", timeout: .seconds(10)))
+            try await connection.send("GET /chats/sse/\(thread) HTTP/1.1\r\nHost: herald\r\n\(authorization)\r\n")
+            #expect(await connection.waitForReceived(containing: ": connected", timeout: .seconds(10)))
+
+            _ = try await api.send(thread, "[[silent]] over a reused connection")
+            #expect(await connection.waitForReceived(containing: "over a reused connection", timeout: .seconds(10)))
+
+            let deleted = try await api.request("DELETE", "/chats/\(thread)")
+            #expect(deleted.status == 204)
+            #expect(await connection.waitForReceived(containing: "event: thread_deleted", timeout: .seconds(10)))
+            // The stream's end ends its response (the last chunk) and the connection.
+            #expect(await connection.waitForClose(timeout: .seconds(10)))
+            #expect(connection.received.hasSuffix("0\r\n\r\n"))
+        }
+    }
+
+    @Test("a stream pipelined behind another request: the responses keep the requests' order")
+    func pipelinedStream() async throws {
+        try await withStack { stack in
+            let api = stack.api()
+            let thread = try await api.createThread()
+            let authorization = "Authorization: Bearer \(try #require(api.token))\r\n"
+            let connection = try await RawConnection.open(port: stack.node.port)
+            try await connection.send(
+                "GET /chats HTTP/1.1\r\nHost: herald\r\n\(authorization)\r\n"
+                    + "GET /chats/sse/\(thread) HTTP/1.1\r\nHost: herald\r\n\(authorization)\r\n"
+            )
+            #expect(await connection.waitForReceived(containing: ": connected", timeout: .seconds(10)))
+            let text = connection.received
+            let list = try #require(text.range(of: "application/json"))
+            let stream = try #require(text.range(of: "text/event-stream"))
+            #expect(list.lowerBound < stream.lowerBound)
+            #expect(text.components(separatedBy: "HTTP/1.1 200 OK\r\n").count == 3)
+            _ = try await api.send(thread, "[[silent]] behind a pipelined request")
+            #expect(await connection.waitForReceived(containing: "behind a pipelined request", timeout: .seconds(10)))
+            await connection.close()
+        }
+    }
+
+    @Test("an HTTP/1.0 client gets its stream unchunked, ended by the close")
+    func http10Stream() async throws {
+        try await withStack { stack in
+            let api = stack.api()
+            let thread = try await api.createThread()
+            let connection = try await RawConnection.open(port: stack.node.port)
+            try await connection.send("GET /chats/sse/\(thread) HTTP/1.0\r\nAuthorization: Bearer \(try #require(api.token))\r\n\r\n")
+            #expect(await connection.waitForReceived(containing: ": connected", timeout: .seconds(10)))
+            _ = try await api.send(thread, "[[silent]] to an old client")
+            #expect(await connection.waitForReceived(containing: "to an old client", timeout: .seconds(10)))
+            let text = connection.received
+            #expect(text.hasPrefix("HTTP/1.0 200 OK\r\n"), "\(text)")
+            #expect(!text.lowercased().contains("transfer-encoding"))
+            // The body is the frames themselves: the head's blank line, then the preamble, no chunk sizes.
+            #expect(text.contains("\r\n\r\nretry: 3000\n: connected\n\n"))
+            #expect(text.contains("\n\nid: "))
+            #expect(!text.contains("\r\nid: "))
+            await connection.close()
+        }
+    }
+
+    @Test("a stream request as a connection's first that fails gets its JSON error and the connection closes")
+    func failedStreamAsFirstRequest() async throws {
+        try await withStack { stack in
+            let api = stack.api()
+            let authorization = "Authorization: Bearer \(try #require(api.token))\r\n"
+            let unknown = try await RawConnection.open(port: stack.node.port)
+            try await unknown.send("GET /chats/sse/\(UUID()) HTTP/1.1\r\nHost: herald\r\n\(authorization)\r\n")
+            #expect(await unknown.waitForClose(timeout: .seconds(10)))
+            #expect(unknown.received.hasPrefix("HTTP/1.1 404 Not Found\r\n"), "\(unknown.received)")
+            #expect(unknown.received.contains(#""code":"not_found""#))
+
+            let anonymous = try await RawConnection.open(port: stack.node.port)
+            try await anonymous.send("GET /chats/sse/\(UUID()) HTTP/1.1\r\nHost: herald\r\n\r\n")
+            #expect(await anonymous.waitForClose(timeout: .seconds(10)))
+            #expect(anonymous.received.hasPrefix("HTTP/1.1 401 Unauthorized\r\n"), "\(anonymous.received)")
+
+            // A connection that asked nothing and leaves is forgotten at once: no task waits for its request.
+            let silent = try await RawConnection.open(port: stack.node.port)
+            await silent.close()
+            try await eventually("every connection closed") { try await api.metric("herald_connections_open") == 1 }
+        }
+    }
+
+    @Test("webhooks on one keep-alive connection, one by one and pipelined: answered in order, delivered in order; the connection then serves other requests too")
+    func webhooksOnKeepAliveConnection() async throws {
+        try await withStack { stack in
+            let api = stack.api()
+            let thread = try await api.createThread()
+            let sent = try await api.send(thread, "[[silent]] webhooks over one connection")
+            try await eventually("the run is running") { try await stack.logLength(thread) == 3 }
+            let stream = try await api.openStream(thread)
+            let connection = try await RawConnection.open(port: stack.node.port)
+
+            try await connection.send(try Self.signedDelta(run: sent.run, index: 0))
+            #expect(await connection.waitForReceived(containing: #"{"status":"accepted"}"#, timeout: .seconds(10)))
+            // Two more in one write, then a repeat of the first.
+            try await connection.send(try Self.signedDelta(run: sent.run, index: 1) + Self.signedDelta(run: sent.run, index: 2))
+            try await connection.send(try Self.signedDelta(run: sent.run, index: 1))
+            try await eventually("four answers") { Self.answers(connection.received).count == 4 }
+            #expect(Self.answers(connection.received).map(\.body) == [
+                #"{"status":"accepted"}"#, #"{"status":"accepted"}"#, #"{"status":"accepted"}"#, #"{"status":"duplicate"}"#,
+            ])
+            #expect(Self.answers(connection.received).allSatisfy { $0.head.hasPrefix("HTTP/1.1 200 OK\r\n") })
+            #expect(Self.answers(connection.received).allSatisfy { $0.head.lowercased().contains("server: herald") })
+            #expect(!connection.isClosed)
+
+            // Something the handoff does not run, on the same connection (Hummingbird's from now on), then a webhook.
+            try await connection.send("GET /healthz HTTP/1.1\r\nHost: herald\r\n\r\n")
+            try await eventually("the health answer") { Self.answers(connection.received).count == 5 }
+            #expect(Self.answers(connection.received)[4].body.contains("ok"))
+            try await connection.send(try Self.signedDelta(run: sent.run, index: 3))
+            try await eventually("the last answer") { Self.answers(connection.received).count == 6 }
+            #expect(Self.answers(connection.received)[5].body == #"{"status":"accepted"}"#)
+
+            try await stream.waitForDelta(3)
+            try await Task.sleep(for: .milliseconds(200))
+            #expect(stream.events.compactMap(\.deltaIndex) == [0, 1, 2, 3])
+            #expect(!connection.isClosed)
+            await connection.close()
+        }
+    }
+
+    @Test("a webhook whose body comes in pieces is answered; one over the body limit gets 413 and its connection closes; `Connection: close` is honoured")
+    func webhookBodies() async throws {
+        try await withStack { stack in
+            let api = stack.api()
+            let thread = try await api.createThread()
+            let sent = try await api.send(thread, "[[silent]] webhook bodies")
+            try await eventually("the run is running") { try await stack.logLength(thread) == 3 }
+
+            let pieces = try await RawConnection.open(port: stack.node.port)
+            let request = try Self.signedDelta(run: sent.run, index: 0)
+            let split = try #require(request.range(of: "\r\n\r\n")).upperBound
+            try await pieces.send(String(request[..<split]))
+            try await Task.sleep(for: .milliseconds(100))
+            let body = request[split...]
+            try await pieces.send(String(body.prefix(10)))
+            try await Task.sleep(for: .milliseconds(100))
+            try await pieces.send(String(body.dropFirst(10)))
+            #expect(await pieces.waitForReceived(containing: #"{"status":"accepted"}"#, timeout: .seconds(10)))
+            #expect(!pieces.isClosed)
+            await pieces.close()
+
+            // Declared too large: refused before the body is read.
+            let declared = try await RawConnection.open(port: stack.node.port)
+            try await declared.send("POST /webhook/chat-response HTTP/1.1\r\nHost: herald\r\nContent-Length: 2000000\r\n\r\n{")
+            #expect(await declared.waitForClose(timeout: .seconds(10)))
+            #expect(declared.received.hasPrefix("HTTP/1.1 413 "), "\(declared.received)")
+            #expect(declared.received.contains(#""code":"body_too_large""#))
+
+            // Chunked, growing past the limit: refused once it has.
+            let chunked = try await RawConnection.open(port: stack.node.port)
+            try await chunked.send("POST /webhook/chat-response HTTP/1.1\r\nHost: herald\r\nTransfer-Encoding: chunked\r\n\r\n")
+            let chunk = "100000\r\n" + String(repeating: "x", count: 0x100000) + "\r\n"
+            try await chunked.send(chunk)
+            try? await chunked.send(chunk)
+            #expect(await chunked.waitForClose(timeout: .seconds(10)))
+            #expect(chunked.received.hasPrefix("HTTP/1.1 413 "), "\(chunked.received)")
+
+            let closing = try await RawConnection.open(port: stack.node.port)
+            try await closing.send(try Self.signedDelta(run: sent.run, index: 1, connection: "close"))
+            #expect(await closing.waitForClose(timeout: .seconds(10)))
+            #expect(closing.received.contains(#"{"status":"accepted"}"#), "\(closing.received)")
+        }
+    }
+
+    /// A signed native delta as an engine writes it on the wire.
+    static func signedDelta(run: String, index: Int, connection: String = "keep-alive") throws -> String {
+        let body = #"{"run_id":"\#(run)","event":"delta","index":\#(index),"delta":"token \#(index) "}"#
+        let id = "msg_\(UUID().uuidString)", timestamp = Int(Date().timeIntervalSince1970)
+        let signature = try StandardWebhooks(secrets: [Stack.webhookSecret]).sign(id: id, timestamp: timestamp, body: Array(body.utf8))
+        return "POST /webhook/chat-response HTTP/1.1\r\nHost: herald\r\nConnection: \(connection)\r\nContent-Type: application/json\r\n"
+            + "Content-Length: \(body.utf8.count)\r\nwebhook-id: \(id)\r\nwebhook-timestamp: \(timestamp)\r\n"
+            + "webhook-signature: \(signature)\r\n\r\n\(body)"
+    }
+
+    /// The complete responses (head, body by `Content-Length`) in what a connection received, in order.
+    static func answers(_ received: String) -> [(head: String, body: String)] {
+        var answers: [(head: String, body: String)] = []
+        var rest = Substring(received)
+        while let end = rest.range(of: "\r\n\r\n") {
+            let head = String(rest[..<end.lowerBound])
+            guard let line = head.split(separator: "\r\n").first(where: { $0.lowercased().hasPrefix("content-length:") }),
+                  let length = Int(line.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)) else { break }
+            let bodyStart = end.upperBound
+            guard rest.utf8.distance(from: bodyStart, to: rest.endIndex) >= length else { break }
+            let bodyEnd = rest.utf8.index(bodyStart, offsetBy: length)
+            answers.append((head, String(rest[bodyStart..<bodyEnd])))
+            rest = rest[bodyEnd...]
+        }
+        return answers
+    }
+}
