@@ -2,8 +2,9 @@
 // this file together with the few HeraldCore sources it needs (no NIO, no package build), with
 // `-sanitize=fuzzer,address`.
 //
-// For any bytes: `WebhookDecoder.decode` returns or throws, never crashes. For what it accepts, every frame built
-// from it holds the SSE invariants the hub relies on: `event: NAME\ndata: JSON\n\n` with NAME in the fixed set,
+// For any bytes: `WebhookDecoder.decode` returns or throws, never crashes; what `NativeDeltaReader` reads,
+// JSONDecoder reads the same. For what the decoder accepts, every frame built from it holds the SSE invariants the
+// hub relies on: `event: NAME\ndata: JSON\n\n` with NAME in the fixed set,
 // the JSON on one line (no CR or LF inside), exactly three LFs, and the payload decodes back to what was encoded.
 import Foundation
 
@@ -16,6 +17,10 @@ private let carriageReturn = UInt8(ascii: "\r")
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzWebhook(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let body = UnsafeBufferPointer(start: data, count: size)
+    // The native delta reader takes nothing that JSONDecoder would read differently.
+    if let read = NativeDeltaReader.read(body) {
+        precondition(read == decodedDelta(body), "NativeDeltaReader disagrees with JSONDecoder")
+    }
     // With and without a run id from the callback URL: the two take different paths through the decoder.
     for urlRunID in [nil, runID] {
         guard let event = try? WebhookDecoder.decode(body, runIDFromURL: urlRunID) else { continue }
@@ -24,6 +29,24 @@ public func fuzzWebhook(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         }
     }
     return 0
+}
+
+/// A native delta's members as JSONDecoder reads them (nil when it does not, or for an index the reader never takes).
+private func decodedDelta(_ body: UnsafeBufferPointer<UInt8>) -> NativeDeltaReader.Fields? {
+    struct Delta: Decodable {
+        var event: String
+        var run_id: String?
+        var thread_id: String?
+        var delta: String
+        var index: Double?
+    }
+    guard let decoded = try? JSONDecoder().decode(Delta.self, from: Data(body)) else { return nil }
+    var index: Int?
+    if let number = decoded.index {
+        guard number >= 0, number.rounded() == number, number < 1e15 else { return nil }
+        index = Int(number)
+    }
+    return .init(event: decoded.event, runID: decoded.run_id, threadID: decoded.thread_id, delta: decoded.delta, index: index)
 }
 
 /// The frames the hub would publish for `event` (and a few more, to push engine-controlled text everywhere).

@@ -22,6 +22,7 @@ BIN=$OUT/fuzz-webhook
 SOURCES=(
     Fuzz/FuzzWebhook.swift
     Sources/HeraldCore/Webhook/WebhookDecoder.swift
+    Sources/HeraldCore/Webhook/NativeDeltaReader.swift
     Sources/HeraldCore/Model/JSONValue.swift
     Sources/HeraldCore/Model/Chat.swift
     Sources/HeraldCore/Model/UUID+Text.swift

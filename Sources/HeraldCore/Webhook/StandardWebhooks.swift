@@ -31,18 +31,20 @@ public struct StandardWebhooks: Sendable {
     /// Longest accepted decoded key.
     static let maxKeyLength = 1024
 
-    private let keys: [SymmetricKey]
+    /// One HMAC per secret with its key already absorbed: each delivery starts from a copy (the hash states are
+    /// copied on write), which saves padding the key and hashing it into both states per webhook.
+    private let keyedMACs: [HMAC<SHA256>]
     private let tolerance: Double
 
     /// `secrets`: one or more `whsec_…` secrets (the env var HERALD_WEBHOOK_SECRET will hold them space- or
     /// comma-separated); throws .invalidSecret for a malformed one.
     public init(secrets: [String], tolerance: Duration = .seconds(300)) throws(Failure) {
         guard !secrets.isEmpty else { throw .invalidSecret }
-        var keys: [SymmetricKey] = []
+        var keyedMACs: [HMAC<SHA256>] = []
         for secret in secrets {
-            keys.append(SymmetricKey(data: try Self.key(of: secret)))
+            keyedMACs.append(HMAC<SHA256>(key: SymmetricKey(data: try Self.key(of: secret))))
         }
-        self.keys = keys
+        self.keyedMACs = keyedMACs
         let (seconds, attoseconds) = tolerance.components
         self.tolerance = Double(seconds) + Double(attoseconds) / 1e18
     }
@@ -97,8 +99,8 @@ public struct StandardWebhooks: Sendable {
         }
         guard !candidates.isEmpty else { throw .noMatchingSignature }
 
-        for key in keys {
-            let expected = Self.mac(key: key, id: id, timestamp: timestamp, body: body)
+        for keyed in keyedMACs {
+            let expected = Self.mac(keyed, id: id, timestamp: timestamp, body: body)
             // `HashedAuthenticationCode == DataProtocol` is swift-crypto's constant-time comparison.
             for candidate in candidates where expected == candidate {
                 return
@@ -109,14 +111,14 @@ public struct StandardWebhooks: Sendable {
 
     /// For senders (the demo agent): the header value `v1,<base64>` for the first secret.
     public func sign(id: String, timestamp: Int, body: some Collection<UInt8>) -> String {
-        let mac = Self.mac(key: keys[0], id: id, timestamp: String(timestamp), body: body)
+        let mac = Self.mac(keyedMACs[0], id: id, timestamp: String(timestamp), body: body)
         return "v1," + Data(mac).base64EncodedString()
     }
 
     private static func mac(
-        key: SymmetricKey, id: String, timestamp: String, body: some Collection<UInt8>
+        _ keyed: HMAC<SHA256>, id: String, timestamp: String, body: some Collection<UInt8>
     ) -> HashedAuthenticationCode<SHA256> {
-        var hmac = HMAC<SHA256>(key: key)
+        var hmac = keyed
         hmac.update(data: Array("\(id).\(timestamp).".utf8))
         let contiguous: Void? = body.withContiguousStorageIfAvailable { bytes in
             hmac.update(data: UnsafeRawBufferPointer(bytes))

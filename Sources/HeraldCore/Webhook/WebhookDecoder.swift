@@ -30,11 +30,10 @@ public enum WebhookDecoder {
     public static let runIDMetadataKey = "herald_run_id"
 
     public static func decode(_ body: some Collection<UInt8>, runIDFromURL: UUID?) throws(WebhookDecodingError) -> WebhookEvent {
-        let data = Data(body)
-        if let delta = nativeDelta(data, runIDFromURL: runIDFromURL) { return delta }
+        if let delta = nativeDelta(body, runIDFromURL: runIDFromURL) { return delta }
         let value: JSONValue
         do {
-            value = try JSONDecoder().decode(JSONValue.self, from: data)
+            value = try JSONDecoder().decode(JSONValue.self, from: Data(body))
         } catch {
             throw .malformed("body is not valid JSON")
         }
@@ -51,38 +50,25 @@ public enum WebhookDecoder {
 
     // MARK: Native
 
-    /// The native `delta`, a webhook per token, decoded straight into its fields rather than through a JSON tree
-    /// (several times cheaper). It takes only a delta that is valid as it stands; anything else (another event,
-    /// a wrong type, an escaped NUL anywhere) goes the general way, which says precisely what is wrong.
-    private static func nativeDelta(_ data: Data, runIDFromURL: UUID?) -> WebhookEvent? {
-        struct NativeDelta: Decodable {
-            var event: String
-            var run_id: String?
-            var thread_id: String?
-            var delta: String
-            var index: Double?
-        }
-        guard data.range(of: Data(#"\u0000"#.utf8)) == nil,
-              let decoded = try? JSONDecoder().decode(NativeDelta.self, from: data), decoded.event == "delta"
-        else { return nil }
+    /// The native `delta`, a webhook per token, read straight into its fields (`NativeDeltaReader`) rather than
+    /// through a JSON tree. It takes only a delta that is valid as it stands; anything else (another event, a wrong
+    /// type, an escaped NUL anywhere) goes the general way, which says precisely what is wrong.
+    private static func nativeDelta(_ body: some Collection<UInt8>, runIDFromURL: UUID?) -> WebhookEvent? {
+        guard let decoded = NativeDeltaReader.read(body), decoded.event == "delta" else { return nil }
         var threadID: UUID?
-        if let text = decoded.thread_id {
+        if let text = decoded.threadID {
             guard let id = UUID(text: text) else { return nil }
             threadID = id
         }
         var bodyRunID: UUID?
-        if let text = decoded.run_id {
+        if let text = decoded.runID {
             guard let id = UUID(text: text) else { return nil }
             bodyRunID = id
         }
         if let runIDFromURL, let bodyRunID, runIDFromURL != bodyRunID { return nil }
         guard let runID = runIDFromURL ?? bodyRunID else { return nil }
-        var index: Int?
-        if let number = decoded.index {
-            guard number >= 0, number <= 1_000_000_000, number.rounded() == number else { return nil }
-            index = Int(number)
-        }
-        return .delta(RunReference(runID: runID, engineRunID: nil, threadID: threadID), index: index, text: decoded.delta)
+        if let index = decoded.index, index > 1_000_000_000 { return nil }
+        return .delta(RunReference(runID: runID, engineRunID: nil, threadID: threadID), index: decoded.index, text: decoded.delta)
     }
 
     private static func native(_ object: [String: JSONValue], runIDFromURL: UUID?) throws(WebhookDecodingError) -> WebhookEvent {
