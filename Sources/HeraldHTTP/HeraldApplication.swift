@@ -79,7 +79,8 @@ public enum HeraldApplication {
         StreamRoute(opener: opener, drain: drain, configuration: configuration).register(on: chats)
         WebSocketRoute(opener: opener, sender: sender, drain: drain, configuration: configuration)
             .register(on: router.group("ws").add(middleware: authenticated))
-        WebhookRoute(coordinator: coordinator, signatures: signatures, configuration: configuration).register(on: router)
+        let webhooks = WebhookRoute(coordinator: coordinator, signatures: signatures, configuration: configuration)
+        webhooks.register(on: router)
         let operations = OperationsRoutes(
             store: store, redis: redis, hub: hub, streamJoins: coordinator.streamJoins, registry: registry, providerKeys: providerKeys,
             drain: drain
@@ -88,6 +89,13 @@ public enum HeraldApplication {
         PageRoutes(userTokens: userTokens, configuration: configuration).register(on: router)
         OpenAPIRoute().register(on: router)
 
+        var handoff = RequestHandoff.Runner(
+            responder: router.buildResponder(), logger: logger, maxBodyBytes: configuration.maxBodyBytes, serverName: "herald"
+        )
+        if !tracing {
+            // With tracing, every request gets its span from the router's middleware.
+            handoff.answerNow = { request, body, logger in webhooks.answerNow(request, body: body, logger: logger) }
+        }
         let tls = try configuration.serverTLS.map { try ServerTLS(files: $0) }
         // Shut down in reverse order: the server first (streams end), then these, the clients last.
         var services: [any Service] = [
@@ -116,9 +124,7 @@ public enum HeraldApplication {
             router: router,
             server: .limitedHTTP(
                 limits: configuration.connectionLimits,
-                streams: .init(
-                    responder: router.buildResponder(), logger: logger, maxBodyBytes: configuration.maxBodyBytes, serverName: "herald"
-                ),
+                streams: handoff,
                 tls: tls
             ),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "herald"),

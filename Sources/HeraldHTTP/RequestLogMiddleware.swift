@@ -19,11 +19,17 @@ struct RequestLogMiddleware<Context: RequestContext>: RouterMiddleware {
     }
 
     private func log(_ request: Request, context: Context, status: Int, start: ContinuousClock.Instant) {
+        Self.log(method: request.method, route: context.endpointPath ?? "NotFound", status: status, start: start, logger: context.logger)
+    }
+
+    /// The line, for requests answered without the router too (`WebhookRoute.answerNow`).
+    static func log(method: HTTPRequest.Method, route: String, status: Int, start: ContinuousClock.Instant, logger: Logger) {
+        guard logger.logLevel <= .debug else { return }
         let elapsed = ContinuousClock.now - start
         let milliseconds = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
-        context.logger.debug("request", metadata: [
-            "method": .string(request.method.rawValue),
-            "route": .string(context.endpointPath ?? "NotFound"),
+        logger.debug("request", metadata: [
+            "method": .string(method.rawValue),
+            "route": .string(route),
             "status": .stringConvertible(status),
             "duration_ms": .stringConvertible((milliseconds * 10).rounded() / 10),
         ])

@@ -2,7 +2,9 @@ import Foundation
 import HTTPTypes
 import HeraldCore
 import Hummingbird
+import Logging
 import Metrics
+import NIOCore
 import PostgresClient
 import RedisClient
 
@@ -97,12 +99,55 @@ struct WebhookRoute {
     /// `{"status":"accepted"}` and its siblings, written directly: an engine posts a webhook per token, and the
     /// outcomes are plain words, so a JSON encoder has nothing to do here.
     private func respond(_ outcome: RunCoordinator.WebhookOutcome) -> Response {
-        Self.outcomes[outcome.rawValue].increment()
-        return Response(
-            status: .ok, headers: [.contentType: "application/json; charset=utf-8"],
-            body: .init(byteBuffer: ByteBuffer(string: #"{"status":""# + outcome.rawValue + #""}"#))
-        )
+        let (head, body) = Self.answer(outcome)
+        return Response(status: head.status, headers: head.headerFields, body: .init(byteBuffer: body))
     }
+
+    private static func answer(_ outcome: RunCoordinator.WebhookOutcome) -> (HTTPResponse, ByteBuffer) {
+        outcomes[outcome.rawValue].increment()
+        let body = ByteBuffer(string: #"{"status":""# + outcome.rawValue + #""}"#)
+        let headers: HTTPFields = [.contentType: "application/json; charset=utf-8", .contentLength: String(body.readableBytes)]
+        return (HTTPResponse(status: .ok, headerFields: headers), body)
+    }
+
+    /// A webhook answered on its connection's event loop, without a task, the router or its middleware: a signed,
+    /// indexed delta of a run this node knows to be open, with Redis connected (`RunCoordinator.handleNow`), which
+    /// is what an engine posts per token. nil for anything else, and a failed future for anything that went wrong:
+    /// the request then goes through the router like any other (which may publish the delta again: Redis takes
+    /// each (run, index) once). What the middleware would record, it records: `herald_http_requests_total` and
+    /// `herald_http_request_duration_seconds` of the route, the webhook's own metrics and the debug line. Only for a
+    /// server without tracing (`HeraldApplication`), and never for a request with an `Origin` (CORS).
+    func answerNow(_ head: HTTPRequest, body: ByteBuffer, logger: Logger) -> EventLoopFuture<(HTTPResponse, ByteBuffer)>? {
+        let start = ContinuousClock.now
+        guard head.path == Self.path, head.headerFields[.origin] == nil, let signatures,
+              (try? signatures.verify(
+                  id: head.headerFields[Self.webhookID], timestamp: head.headerFields[Self.webhookTimestamp],
+                  signature: head.headerFields[Self.webhookSignature], body: body.readableBytesView
+              )) != nil,
+              !JSONDepth.exceeds(body.readableBytesView, limit: configuration.maxJSONDepth),
+              let event = try? WebhookDecoder.decode(body.readableBytesView, runIDFromURL: nil),
+              let handled = coordinator.handleNow(event)
+        else { return nil }
+        return handled.map { outcome in
+            let answer = Self.answer(outcome)
+            Self.durations[outcome.rawValue].record(since: start)
+            Self.requests.counter.increment()
+            Self.requests.timer.record(since: start)
+            Self.answeredOnLoop.increment()
+            RequestLogMiddleware<HeraldRequestContext>.log(method: .post, route: Self.path, status: 200, start: start, logger: logger)
+            return answer
+        }
+    }
+
+    static let path = "/webhook/chat-response"
+    private static let answeredOnLoop = Counter(label: "herald_webhooks_answered_on_loop_total")
+
+    /// `herald_http_requests_total` and `herald_http_request_duration_seconds` of a 200 from this route, as
+    /// Hummingbird's `MetricsMiddleware` names them.
+    private static let requests: (counter: Counter, timer: Metrics.Timer) = {
+        let dimensions = [("http.route", path), ("http.request.method", "POST"), ("http.response.status_code", "200")]
+        return (Counter(label: "hb.requests", dimensions: dimensions), Metrics.Timer(label: "http.server.request.duration", dimensions: dimensions))
+    }()
 
     /// The Standard Webhooks headers.
     private static let webhookID = HTTPField.Name("webhook-id")!

@@ -68,11 +68,29 @@ public final class RedisClient: Sendable {
         try await self.eval(script, keys: keys, arguments: arguments, asking: false)
     }
 
-    func eval(_ script: RedisScript, keys: [String], arguments: [RedisArgument], asking: Bool) async throws -> RESPValue {
+    /// EVALSHA on the connection if it is up (see `RedisCommands.evalNow`).
+    public func evalNow(_ script: RedisScript, keys: [String], arguments: [RedisArgument]) -> EventLoopFuture<RESPValue>? {
+        let connection = self.state.withLock { state in state.connection?.isActive == true ? state.connection : nil }
+        guard let connection, let reply = connection.sendNow(Self.evalSHA(script, keys: keys, arguments: arguments)) else { return nil }
+        observer.commandSent()
+        let observer = self.observer
+        reply.whenFailure { error in
+            if case RedisError.server(let message) = error, message.hasPrefix("NOSCRIPT") { return }
+            observer.commandFailed(error)
+        }
+        return reply
+    }
+
+    private static func evalSHA(_ script: RedisScript, keys: [String], arguments: [RedisArgument]) -> [RedisArgument] {
         var command: [RedisArgument] = ["EVALSHA", .string(script.sha1), .int(keys.count)]
         command.reserveCapacity(3 + keys.count + arguments.count)
         command.append(contentsOf: keys.map { .string($0) })
         command.append(contentsOf: arguments)
+        return command
+    }
+
+    func eval(_ script: RedisScript, keys: [String], arguments: [RedisArgument], asking: Bool) async throws -> RESPValue {
+        var command = Self.evalSHA(script, keys: keys, arguments: arguments)
         // NOSCRIPT is the expected first answer after a Redis restart, not a failure worth reporting.
         return try await observingFailure {
             do {

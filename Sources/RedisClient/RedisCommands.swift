@@ -1,3 +1,5 @@
+import NIOCore
+
 /// What Herald asks of Redis for commands and scripts, whether one server (`RedisClient`) or a cluster
 /// (`RedisClusterClient`) answers.
 public protocol RedisCommands: Sendable {
@@ -7,6 +9,10 @@ public protocol RedisCommands: Sendable {
     /// Runs a script on the shard owning its keys (which must share a slot in a cluster): EVALSHA, then EVAL when
     /// the script is not loaded there.
     func eval(_ script: RedisScript, keys: [String], arguments: [RedisArgument]) async throws -> RESPValue
+    /// `eval` without suspending, for a caller on an event loop: EVALSHA sent at once on a connection that is up, its
+    /// reply (an error reply as a failure) as a future; nil when no connection is up. It neither loads the script nor
+    /// follows a cluster's redirects: whatever fails, the caller may take the `eval` way, which does.
+    func evalNow(_ script: RedisScript, keys: [String], arguments: [RedisArgument]) -> EventLoopFuture<RESPValue>?
     /// PINGs every server in use (every master of a cluster).
     func ping() async -> RedisHealth
     func close() async

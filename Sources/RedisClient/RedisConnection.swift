@@ -54,6 +54,16 @@ public final class RedisConnection: Sendable {
         return reply
     }
 
+    /// Sends one command now, without suspending; its reply as a future (an error reply fails it); nil when the
+    /// connection is closed.
+    func sendNow(_ arguments: [RedisArgument]) -> EventLoopFuture<RESPValue>? {
+        guard self.channel.isActive else { return nil }
+        return self.channel.sendRedisCommand(arguments).flatMapThrowing { reply in
+            if case .error(let message) = reply { throw RedisError.server(message) }
+            return reply
+        }
+    }
+
     public func send(_ arguments: RedisArgument...) async throws -> RESPValue {
         try await self.send(arguments)
     }

@@ -134,6 +134,47 @@ struct RequestHandoffTests {
             #expect(stream.events.compactMap(\.deltaIndex) == [0, 1, 2, 3])
             #expect(!connection.isClosed)
             await connection.close()
+            // Each was a signed delta of a run this node created, answered on the loop, except the first: this Redis
+            // had not run the delta script yet, so the router's way loaded it.
+            #expect(try await api.metric("herald_webhooks_answered_on_loop_total") == 4)
+        }
+    }
+
+    @Test("a delta the loop cannot answer goes through the router: an unknown run, a script Redis forgot, a run another node created")
+    func deltasThroughTheRouter() async throws {
+        try await withStack(nodes: 2) { stack in
+            let api = stack.api()
+            let thread = try await api.createThread()
+            let sent = try await api.send(thread, "[[silent]] through the router")
+            try await eventually("the run is running") { try await stack.logLength(thread) == 3 }
+            let stream = try await api.openStream(thread)
+            let connection = try await RawConnection.open(port: stack.node.port)
+
+            try await connection.send(try Self.signedDelta(run: UUID().uuidString.lowercased(), index: 0))
+            try await eventually("the unknown run's answer") { Self.answers(connection.received).count == 1 }
+            #expect(Self.answers(connection.received)[0].head.hasPrefix("HTTP/1.1 404 "), "\(connection.received)")
+            // Redis forgets its scripts (as after a restart): the loop's EVALSHA fails, the router's EVAL loads it.
+            _ = try await stack.redis.command("SCRIPT", "FLUSH")
+            try await connection.send(try Self.signedDelta(run: sent.run, index: 0))
+            try await eventually("the delta's answer") { Self.answers(connection.received).count == 2 }
+            #expect(Self.answers(connection.received)[1].body == #"{"status":"accepted"}"#)
+            try await connection.send(try Self.signedDelta(run: sent.run, index: 1))
+            try await eventually("the next delta's answer") { Self.answers(connection.received).count == 3 }
+            #expect(Self.answers(connection.received)[2].body == #"{"status":"accepted"}"#)
+            #expect(try await api.metric("herald_webhooks_answered_on_loop_total") == 1)
+
+            // The other node has not seen the run: it reads it from PostgreSQL (the router), then knows it.
+            let other = try await RawConnection.open(port: stack.nodes[1].port)
+            try await other.send(try Self.signedDelta(run: sent.run, index: 2) + Self.signedDelta(run: sent.run, index: 3))
+            try await eventually("the other node's answers") { Self.answers(other.received).count == 2 }
+            #expect(Self.answers(other.received).map(\.body) == [#"{"status":"accepted"}"#, #"{"status":"accepted"}"#])
+            #expect(try await stack.api(node: 1).metric("herald_webhooks_answered_on_loop_total") == 1)
+
+            try await stream.waitForDelta(3)
+            try await Task.sleep(for: .milliseconds(200))
+            #expect(stream.events.compactMap(\.deltaIndex) == [0, 1, 2, 3])
+            await connection.close()
+            await other.close()
         }
     }
 

@@ -133,22 +133,42 @@ public struct FramePublisher: Sendable {
 
     /// Publishes a token delta unless this (run, index) was published before or the run has ended.
     public func publishDelta(_ delta: StreamEvent.Delta, index: Int?) async throws(DependencyUnavailable) -> DeltaOutcome {
+        let reply = try await run(
+            scripts.delta, kind: "delta", thread: delta.threadID, extraKeys: [keys.deltaIndexes(delta.threadID, run: delta.runID)],
+            arguments: deltaArguments(delta, index: index)
+        )
+        return Self.deltaOutcome(reply)
+    }
+
+    /// `publishDelta` without suspending, for a webhook answered on its event loop: the script sent at once if Redis
+    /// is connected (nil if not). Untraced: tracing takes the async way. Any failure may be retried that way, since a
+    /// delta is published once per (run, index) whatever happens.
+    public func publishDeltaNow(_ delta: StreamEvent.Delta, index: Int) -> EventLoopFuture<DeltaOutcome>? {
+        let start = ContinuousClock.now
+        let keys = [keys.channel(delta.threadID), keys.log(delta.threadID), keys.deltaIndexes(delta.threadID, run: delta.runID)]
+        guard let reply = redis.evalNow(scripts.delta, keys: keys, arguments: deltaArguments(delta, index: index)) else { return nil }
+        return reply.map { reply in
+            Self.durations["delta"].record(since: start)
+            return Self.deltaOutcome(reply)
+        }
+    }
+
+    private func deltaArguments(_ delta: StreamEvent.Delta, index: Int?) -> [RedisArgument] {
         let (beforeIndex, afterIndex) = FrameEncoder.deltaBody(aroundIndexOf: delta)
-        let arguments: [RedisArgument] = [
+        return [
             .string(String(logMaxLength)), .string(String(logTTLSeconds)),
             .string(index.map(String.init) ?? ""),
             .bytes(ByteBuffer(bytes: beforeIndex)),
             .bytes(ByteBuffer(bytes: afterIndex)),
             .bytes(ByteBuffer(bytes: FrameEncoder.body(of: .runStatus(.init(threadID: delta.threadID, runID: delta.runID, status: .running))))),
         ]
-        let reply = try await run(
-            scripts.delta, kind: "delta", thread: delta.threadID,
-            extraKeys: [keys.deltaIndexes(delta.threadID, run: delta.runID)], arguments: arguments
-        )
+    }
+
+    private static func deltaOutcome(_ reply: RESPValue) -> DeltaOutcome {
         switch reply.string {
-        case nil: return .duplicate
-        case "ended": return .runEnded
-        default: return .published
+        case nil: .duplicate
+        case "ended": .runEnded
+        default: .published
         }
     }
 

@@ -2,6 +2,7 @@ import CurlClient
 import Foundation
 import Logging
 import Metrics
+import NIOCore
 import Tracing
 
 /// The send → engine → webhook → stream loop: stores first, then publishes, so a client refetching over REST
@@ -230,18 +231,34 @@ public final class RunCoordinator: Sendable {
         case .delta(let reference, let index, let text):
             guard let (runID, run) = try await openRun(reference) else { return .ignored }
             let delta = StreamEvent.Delta(threadID: run.thread, runID: runID, messageID: run.assistantMessageID, index: index ?? 0, delta: text)
-            switch try await publisher.publishDelta(delta, index: index) {
-            case .published: return .accepted
-            case .duplicate: return .duplicate
-            case .runEnded:
-                openRuns.forget(runID)
-                return .ignored
-            }
+            return outcome(of: try await publisher.publishDelta(delta, index: index), run: runID)
         case .status(let reference, let status):
             let run = try await resolve(reference)
             guard status == .running, try await store.markRunning(run.id, engineRunID: reference.engineRunID) else { return .ignored }
             try await publisher.publishRunning(run.id, thread: run.threadID)
             return .accepted
+        }
+    }
+
+    /// `handle` without suspending, for a webhook answered on its event loop: an indexed delta of a run this node
+    /// knows to be open, published at once if Redis is connected. nil for anything else, which takes `handle`'s way;
+    /// so may a failed future (see `FramePublisher.publishDeltaNow`).
+    public func handleNow(_ event: WebhookEvent) -> EventLoopFuture<WebhookOutcome>? {
+        guard case .delta(let reference, let index?, let text) = event, let runID = reference.runID,
+              let run = openRuns.run(runID), reference.threadID == nil || reference.threadID == run.thread
+        else { return nil }
+        let delta = StreamEvent.Delta(threadID: run.thread, runID: runID, messageID: run.assistantMessageID, index: index, delta: text)
+        guard let published = publisher.publishDeltaNow(delta, index: index) else { return nil }
+        return published.map { self.outcome(of: $0, run: runID) }
+    }
+
+    private func outcome(of published: FramePublisher.DeltaOutcome, run: UUID) -> WebhookOutcome {
+        switch published {
+        case .published: return .accepted
+        case .duplicate: return .duplicate
+        case .runEnded:
+            openRuns.forget(run)
+            return .ignored
         }
     }
 

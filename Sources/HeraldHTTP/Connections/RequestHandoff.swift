@@ -43,6 +43,9 @@ final class RequestHandoff: ChannelDuplexHandler, RemovableChannelHandler {
         var maxBodyBytes = 1 << 20
         /// The `Server` header of webhook answers, as Hummingbird sends on its own.
         var serverName: String? = nil
+        /// Answers a webhook on the event loop when it can (`WebhookRoute.answerNow`): nil, or a failed future, and
+        /// the request goes through the router.
+        var answerNow: (@Sendable (HTTPRequest, ByteBuffer, Logger) -> EventLoopFuture<(HTTPResponse, ByteBuffer)>?)? = nil
 
         enum Kind {
             case stream
@@ -215,7 +218,7 @@ final class RequestHandoff: ChannelDuplexHandler, RemovableChannelHandler {
                 }
             case .end:
                 mode = .answering(waiting: [])
-                run(head, body: body, context: context)
+                answer(head, body: body, context: context)
             }
         case .answering(var waiting):
             waiting.append(part)
@@ -278,6 +281,21 @@ final class RequestHandoff: ChannelDuplexHandler, RemovableChannelHandler {
             context.fireChannelRead(wrapInboundOut(part))
         }
         context.fireChannelReadComplete()
+    }
+
+    /// A webhook, answered here on the loop if the route can, else (or if that failed) through the router.
+    private func answer(_ request: HTTPRequest, body: ByteBuffer, context: ChannelHandlerContext) {
+        guard let answered = runner.answerNow?(request, body, runner.logger) else {
+            run(request, body: body, context: context)
+            return
+        }
+        answered.hop(to: context.eventLoop).assumeIsolated().whenComplete { result in
+            guard let context = self.context else { return }
+            switch result {
+            case .success(let (head, answer)): self.respond(head, [answer])
+            case .failure: self.run(request, body: body, context: context)
+            }
+        }
     }
 
     private func run(_ head: HTTPRequest, body: ByteBuffer, context: ChannelHandlerContext) {

@@ -50,6 +50,13 @@ public final class RedisClusterClient: RedisCommands {
         }
     }
 
+    /// On the master the layout names for the keys' slot, if its connection is up; a redirect fails the future.
+    public func evalNow(_ script: RedisScript, keys: [String], arguments: [RedisArgument]) -> EventLoopFuture<RESPValue>? {
+        guard let key = keys.first, let master = topology.layout.master(ofSlot: HashSlot.of(key)),
+              let node = try? node(master) else { return nil }
+        return node.client.evalNow(script, keys: keys, arguments: arguments)
+    }
+
     public func ping() async -> RedisHealth {
         var layout = topology.layout
         if layout.masters.isEmpty || layout.owners.contains(-1) {
