@@ -119,11 +119,8 @@ struct WebhookRoute {
     /// server without tracing (`HeraldApplication`), and never for a request with an `Origin` (CORS).
     func answerNow(_ head: HTTPRequest, body: ByteBuffer, logger: Logger) -> EventLoopFuture<(HTTPResponse, ByteBuffer)>? {
         let start = ContinuousClock.now
-        guard head.path == Self.path, head.headerFields[.origin] == nil, let signatures,
-              (try? signatures.verify(
-                  id: head.headerFields[Self.webhookID], timestamp: head.headerFields[Self.webhookTimestamp],
-                  signature: head.headerFields[Self.webhookSignature], body: body.readableBytesView
-              )) != nil,
+        guard head.path == Self.path, let signatures, let signed = Self.signatureHeaders(head.headerFields),
+              (try? signatures.verify(id: signed.id, timestamp: signed.timestamp, signature: signed.signature, body: body.readableBytesView)) != nil,
               !JSONDepth.exceeds(body.readableBytesView, limit: configuration.maxJSONDepth),
               let event = try? WebhookDecoder.decode(body.readableBytesView, runIDFromURL: nil),
               let handled = coordinator.handleNow(event)
@@ -137,6 +134,24 @@ struct WebhookRoute {
             RequestLogMiddleware<HeraldRequestContext>.log(method: .post, route: Self.path, status: 200, start: start, logger: logger)
             return answer
         }
+    }
+
+    /// The Standard Webhooks headers, read in one pass (`HTTPFields`' subscript joins repeated fields, and builds an
+    /// index of them, per lookup); nil for a request with an `Origin` or a repeated one of them, which the router
+    /// then answers.
+    private static func signatureHeaders(_ fields: HTTPFields) -> (id: String, timestamp: String, signature: String)? {
+        var id: String?, timestamp: String?, signature: String?
+        for field in fields {
+            switch field.name {
+            case webhookID where id == nil: id = field.value
+            case webhookTimestamp where timestamp == nil: timestamp = field.value
+            case webhookSignature where signature == nil: signature = field.value
+            case webhookID, webhookTimestamp, webhookSignature, .origin: return nil
+            default: continue
+            }
+        }
+        guard let id, let timestamp, let signature else { return nil }
+        return (id, timestamp, signature)
     }
 
     static let path = "/webhook/chat-response"

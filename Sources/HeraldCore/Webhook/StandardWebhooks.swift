@@ -92,9 +92,10 @@ public struct StandardWebhooks: Sendable {
         // As the reference implementation: exactly `tolerance` away still passes.
         guard sent >= current - tolerance, sent <= current + tolerance else { throw .timestampOutOfTolerance }
 
-        let candidates: [Data] = signature.split(separator: " ").compactMap { entry in
-            guard entry.hasPrefix("v1,") else { return nil }  // other versions are skipped, not failed
-            let decoded = Data(base64Encoded: String(entry.dropFirst(3)))
+        // Bytes, not Characters: the header is ASCII, and grapheme breaking showed in the webhook profile.
+        let candidates: [Data] = signature.utf8.split(separator: UInt8(ascii: " ")).compactMap { entry in
+            guard entry.starts(with: "v1,".utf8) else { return nil }  // other versions are skipped, not failed
+            let decoded = Data(base64Encoded: Data(entry.dropFirst(3)))
             return decoded?.count == SHA256.byteCount ? decoded : nil
         }
         guard !candidates.isEmpty else { throw .noMatchingSignature }

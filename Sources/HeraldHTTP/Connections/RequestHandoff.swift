@@ -250,7 +250,9 @@ final class RequestHandoff: ChannelDuplexHandler, RemovableChannelHandler {
             run(head, body: ByteBuffer(), context: context)
         case .webhook:
             // A declared length over the limit is refused by the route before any of the body is read.
-            if let declared = head.headerFields[.contentLength].flatMap(Int.init), declared > runner.maxBodyBytes {
+            // (A scan: `HTTPFields`' subscript builds an index of the fields for one lookup.)
+            if let declared = head.headerFields.first(where: { $0.name == .contentLength }).flatMap({ Int($0.value) }),
+               declared > runner.maxBodyBytes {
                 tooLarge(head, body: ByteBuffer(), context: context)
             } else {
                 mode = .collecting(head, ByteBuffer())
