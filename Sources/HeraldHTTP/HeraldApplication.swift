@@ -76,7 +76,8 @@ public enum HeraldApplication {
         ChatRoutes(sender: sender, configuration: configuration).register(on: chats)
         drain.drains(hub)
         let opener = StreamOpener(store: store, hub: hub, replayer: replayer, configuration: configuration)
-        StreamRoute(opener: opener, drain: drain, configuration: configuration).register(on: chats)
+        let streams = StreamRoute(opener: opener, drain: drain, configuration: configuration, tokens: userTokens)
+        streams.register(on: chats)
         WebSocketRoute(opener: opener, sender: sender, drain: drain, configuration: configuration)
             .register(on: router.group("ws").add(middleware: authenticated))
         let webhooks = WebhookRoute(coordinator: coordinator, signatures: signatures, configuration: configuration)
@@ -95,6 +96,7 @@ public enum HeraldApplication {
         if !tracing {
             // With tracing, every request gets its span from the router's middleware.
             handoff.answerNow = { request, body, logger in webhooks.answerNow(request, body: body, logger: logger) }
+            handoff.openStreamNow = { request, channel, logger in streams.openNow(request, channel: channel, logger: logger) }
         }
         let tls = try configuration.serverTLS.map { try ServerTLS(files: $0) }
         // Shut down in reverse order: the server first (streams end), then these, the clients last.

@@ -62,10 +62,7 @@ struct StreamOpener: Sendable {
             connection.end(.clientGone)
             throw error
         }
-        let beginning = StreamConnection.Beginning(
-            start: start, baseline: baseline, heartbeat: heartbeat, replayer: replayer, logger: logger,
-            reconnectSpreadSeconds: configuration.drainSeconds
-        )
+        let beginning = self.beginning(start, baseline: baseline, heartbeat: heartbeat, logger: logger)
         do {
             // From here the stream runs on the channel's event loop.
             try await channel.eventLoop.submit {
@@ -78,5 +75,41 @@ struct StreamOpener: Sendable {
             throw error
         }
         return connection
+    }
+
+    /// `open` without suspending, on the channel's event loop, for a thread a stream on this node watches already:
+    /// its owner known, its channel subscribed, its log position known (unless the client resumes from an id).
+    /// nil, with nothing opened, for anything else: `open` then does the whole of it (or says what is wrong).
+    func openNow(
+        thread: UUID, user: String, start: StreamConnection.Start, heartbeat: StreamConnection.Heartbeat,
+        quota: FanoutHub.UserQuota?, channel: any Channel, logger: Logger, attach: (StreamConnection) throws -> any StreamSink
+    ) -> StreamConnection? {
+        let resumes = if case .after = start { true } else { false }
+        guard hub.knownOwner(of: thread) == user,
+              let (connection, logPosition) = hub.openNow(
+                  thread: thread, quota: quota,
+                  limits: .init(maxFrames: configuration.streamQueueMaxFrames, maxBytes: configuration.streamQueueMaxBytes),
+                  eventLoop: channel.eventLoop, needsLogPosition: !resumes
+              )
+        else { return nil }
+        hub.rememberOwner(user, of: connection)
+        // As in `open`: a resume starts after the client's id, anything else from the log's newest id.
+        let baseline = resumes ? StreamID.zero : logPosition ?? .zero
+        do {
+            connection.begin(sink: try attach(connection), beginning(start, baseline: baseline, heartbeat: heartbeat, logger: logger))
+        } catch {
+            connection.end(.clientGone)
+            return nil
+        }
+        return connection
+    }
+
+    private func beginning(
+        _ start: StreamConnection.Start, baseline: StreamID, heartbeat: StreamConnection.Heartbeat, logger: Logger
+    ) -> StreamConnection.Beginning {
+        .init(
+            start: start, baseline: baseline, heartbeat: heartbeat, replayer: replayer, logger: logger,
+            reconnectSpreadSeconds: configuration.drainSeconds
+        )
     }
 }

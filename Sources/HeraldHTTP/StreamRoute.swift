@@ -2,6 +2,7 @@ import Foundation
 import HeraldCore
 import HTTPTypes
 import Hummingbird
+import HummingbirdCore
 import Metrics
 import Logging
 import NIOCore
@@ -12,6 +13,7 @@ struct StreamRoute {
     let opener: StreamOpener
     let drain: StreamDrain
     let configuration: HeraldConfiguration
+    let tokens: UserTokens
 
     func register(on chats: RouterGroup<HeraldRequestContext>) {
         chats.get("sse/:thread_id", use: stream)
@@ -20,7 +22,7 @@ struct StreamRoute {
     /// Where the client says it is: the `Last-Event-ID` header (browser reconnects) or `?last_event_id=` (first
     /// connect after a page reload). `0` means from the start of the log.
     static func start(of request: Request) -> StreamConnection.Start {
-        let header = request.headers[HTTPField.Name("Last-Event-ID")!]
+        let header = request.headers[lastEventID]
         let query = request.uri.queryParameters.get("last_event_id").map { String($0) }
         return StreamOpener.start(lastEventID: header ?? query)
     }
@@ -28,12 +30,70 @@ struct StreamRoute {
     /// `?heartbeat=event` asks for heartbeats `EventSource` can see (the chat page watches them); the default is
     /// the comment.
     func heartbeatStyle(of request: Request) throws -> StreamConnection.Heartbeat {
-        switch request.uri.queryParameters.get("heartbeat") {
+        guard let style = heartbeatStyle(request.uri.queryParameters.get("heartbeat")) else {
+            throw APIError.invalid("heartbeat must be comment or event")
+        }
+        return style
+    }
+
+    private func heartbeatStyle(_ asked: String?) -> StreamConnection.Heartbeat? {
+        switch asked {
         case nil, "comment": .comment
         case "event": .event(intervalSeconds: configuration.heartbeatSeconds)
-        default: throw APIError.invalid("heartbeat must be comment or event")
+        default: nil
         }
     }
+
+    /// `stream` without suspending, for a request on its connection's event loop: a thread a stream on this node
+    /// watches already (`StreamOpener.openNow`), asked for with a token verified a moment ago (in the
+    /// `Authorization` header or the `access_token` query parameter), no `Origin` (CORS) and valid parameters,
+    /// while the node is not draining. What the router's middleware would record, it records (the stream count,
+    /// the debug line). nil for anything else, with nothing opened: the request then goes through the router,
+    /// which opens it the whole way or answers what is wrong.
+    func openNow(_ head: HTTPRequest, channel: any Channel, logger: Logger) -> (HTTPResponse, StreamConnection)? {
+        let start = ContinuousClock.now
+        guard !drain.isDraining, let path = head.path else { return nil }
+        let uri = URI(path)
+        guard uri.path.hasPrefix(Self.pathPrefix), let thread = UUID(text: uri.path.dropFirst(Self.pathPrefix.utf8.count)) else { return nil }
+        var authorization: String?, lastEventID: String?
+        for field in head.headerFields {
+            switch field.name {
+            case .authorization where authorization == nil: authorization = field.value
+            case Self.lastEventID where lastEventID == nil: lastEventID = field.value
+            case .authorization, Self.lastEventID, .origin: return nil
+            default: continue
+            }
+        }
+        let query = uri.queryParameters
+        let token: String
+        if let authorization {
+            guard authorization.utf8.count > 7, authorization.utf8.prefix(7).lazy.map({ $0 | 0x20 }).elementsEqual("bearer ".utf8) else { return nil }
+            token = String(authorization.utf8.dropFirst(7))!
+        } else if let fromQuery = query.get("access_token") {
+            token = String(fromQuery)
+        } else {
+            return nil
+        }
+        guard let user = tokens.knownUser(ofToken: token), let heartbeat = heartbeatStyle(query.get("heartbeat").map { String($0) }),
+              let connection = opener.openNow(
+                  thread: thread, user: user, start: StreamOpener.start(lastEventID: lastEventID ?? query.get("last_event_id").map { String($0) }),
+                  heartbeat: heartbeat, quota: opener.quota(of: user), channel: channel, logger: logger,
+                  attach: { try StreamOutlet.install(for: $0, on: channel) }
+              )
+        else { return nil }
+        Self.opened.increment()
+        Self.openedOnLoop.increment()
+        RequestLogMiddleware<HeraldRequestContext>.log(method: .get, route: "/chats/sse/{thread_id}", status: 200, start: start, logger: logger)
+        return (HTTPResponse(status: .ok, headerFields: Self.headers), connection)
+    }
+
+    private static let pathPrefix = "/chats/sse/"
+    private static let lastEventID = HTTPField.Name("Last-Event-ID")!
+    private static let headers: HTTPFields = [
+        .contentType: "text/event-stream",
+        .cacheControl: "no-cache",
+        HTTPField.Name("X-Accel-Buffering")!: "no",
+    ]
 
     @Sendable func stream(_ request: Request, context: HeraldRequestContext) async throws -> Response {
         if drain.isDraining { throw APIError.draining }
@@ -49,12 +109,7 @@ struct StreamRoute {
             try StreamOutlet.install(for: connection, on: channel)
         }
         Self.opened.increment()
-
-        let headers: HTTPFields = [
-            .contentType: "text/event-stream",
-            .cacheControl: "no-cache",
-            HTTPField.Name("X-Accel-Buffering")!: "no",
-        ]
+        let headers = Self.headers
         if let handoff = context.handoff {
             // Run by `RequestHandoff`: it writes this head and ends the response when the stream ends; no task waits.
             handoff.hold(connection)
@@ -80,6 +135,7 @@ struct StreamRoute {
     }
 
     private static let opened = Counter(label: "herald_sse_connections_total")
+    private static let openedOnLoop = Counter(label: "herald_sse_opened_on_loop_total")
     private static let disconnects = MetricHandles { Counter(label: "herald_sse_disconnects_total", dimensions: [("reason", $0)]) }
 
     /// Counts a stream's end, except the usual one (the client left).

@@ -222,6 +222,43 @@ struct RequestHandoffTests {
         }
     }
 
+    @Test("streams of a thread the node watches open on the loop (header or query token, resumes), the rest through the router; all get the same frames")
+    func streamsOpenedOnTheLoop() async throws {
+        try await withStack { stack in
+            let api = stack.api()
+            let thread = try await api.createThread()
+            let sent = try await api.send(thread, "[[silent]] streams on the loop")
+            try await eventually("the run is running") { try await stack.logLength(thread) == 3 }
+            let token = try #require(api.token)
+            // The first stream subscribes the thread here: the router's way.
+            let first = try await api.openStream(thread)
+            try await first.waitForComment(containing: "connected")
+            #expect(try await api.metric("herald_sse_opened_on_loop_total") == nil)
+            let byHeader = try await api.openStream(thread)
+            let byQuery = try await API(stack.url, token: nil).openStream(thread, query: "?access_token=\(token)&heartbeat=event")
+            let resumed = try await api.openStream(thread, headers: [("Last-Event-ID", try await stack.logIDs(thread)[0])])
+            // From another origin: CORS is the router's.
+            let crossOrigin = try await api.openStream(thread, headers: [("Origin", "http://elsewhere.example")])
+            for stream in [byHeader, byQuery, resumed, crossOrigin] { try await stream.waitForComment(containing: "connected") }
+            #expect(try await api.metric("herald_sse_opened_on_loop_total") == 3)
+            #expect(try await api.metric("herald_sse_connections_total") == 5)
+
+            for index in 0..<3 { #expect(try await api.delta(run: sent.run, index: index, "token \(index)").status == 200) }
+            for stream in [first, byHeader, byQuery, resumed, crossOrigin] { try await stream.waitForDelta(2) }
+            try await Task.sleep(for: .milliseconds(200))
+            for stream in [first, byHeader, byQuery, crossOrigin] {
+                #expect(stream.events.compactMap(\.deltaIndex) == [0, 1, 2])
+                #expect(stream.events.filter { $0.type == "run_status" }.isEmpty)
+            }
+            // The resumed stream first gets what the log holds after its id (the run's queued and running).
+            #expect(resumed.events.filter { $0.type == "run_status" }.count == 2)
+            #expect(resumed.events.compactMap(\.deltaIndex) == [0, 1, 2])
+            #expect(byQuery.events.contains { $0.type == "heartbeat" })
+            // One subscription on Redis for the five.
+            #expect(try await stack.redis.command("PUBSUB", "NUMSUB", "sse:thread:\(thread)") == "sse:thread:\(thread)\n1")
+        }
+    }
+
     /// A signed native delta as an engine writes it on the wire.
     static func signedDelta(run: String, index: Int, connection: String = "keep-alive") throws -> String {
         let body = #"{"run_id":"\#(run)","event":"delta","index":\#(index),"delta":"token \#(index) "}"#

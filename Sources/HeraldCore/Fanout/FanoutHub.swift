@@ -137,6 +137,55 @@ public final class FanoutHub: Service, Sendable {
         thread: UUID, quota: UserQuota?, limits: StreamConnection.Limits, eventLoop: any EventLoop
     ) async throws -> (connection: StreamConnection, logPosition: StreamID?) {
         let channel = keys.channel(thread)
+        guard let (connection, position, shared) = try register(
+            thread: thread, quota: quota, limits: limits, eventLoop: eventLoop, onlyIfShared: false
+        ) else {
+            preconditionFailure("a registration that need not share declined")
+        }
+        if shared { return (connection, position) }
+        do {
+            try await subscriptions.acquire(channel)
+        } catch {
+            // `acquire` gave its reference back itself.
+            connection.end(.clientGone)
+            throw DependencyUnavailable(dependency: "redis", underlying: "subscribe failed: \(error)")
+        }
+        // From here on the connection owns a reference, given back when it ends; if it ended while subscribing,
+        // it is given back now.
+        let stillOpen = registry.withLockedValue { registry -> Bool in
+            guard registry.connections[connection.id] != nil else { return false }
+            registry.holdingReference.insert(connection.id)
+            registry.confirmedReferences[channel, default: 0] += 1
+            return true
+        }
+        if !stillOpen {
+            let subscriptions = self.subscriptions
+            Task { await subscriptions.release(channel) }
+        }
+        return (connection, position)
+    }
+
+    /// `open` without suspending, for a stream opened on its event loop: only when the thread's channel is
+    /// subscribed and confirmed here already (the new stream shares it at once) and, with `needsLogPosition`, the
+    /// log position is known; nil, with nothing changed, otherwise (and when the user has no slot left: `open`
+    /// says so).
+    public func openNow(
+        thread: UUID, quota: UserQuota?, limits: StreamConnection.Limits, eventLoop: any EventLoop, needsLogPosition: Bool
+    ) -> (connection: StreamConnection, logPosition: StreamID?)? {
+        guard let (connection, position, _) = try? register(
+            thread: thread, quota: quota, limits: limits, eventLoop: eventLoop, onlyIfShared: true, needsLogPosition: needsLogPosition
+        ) else { return nil }
+        return (connection, position)
+    }
+
+    /// The registration both `open`s share: the user's slot, the connection (which unregisters itself when it
+    /// ends), its loop's watch and, when the channel's subscription is confirmed, a share of it. With `onlyIfShared`,
+    /// nil when it is not (or, with `needsLogPosition`, when the log position is unknown), and nothing kept.
+    private func register(
+        thread: UUID, quota: UserQuota?, limits: StreamConnection.Limits, eventLoop: any EventLoop, onlyIfShared: Bool,
+        needsLogPosition: Bool = false
+    ) throws(TooManyStreams) -> (connection: StreamConnection, logPosition: StreamID?, shared: Bool)? {
+        let channel = keys.channel(thread)
         if let quota { try reserveSlot(quota) }
         let id = registry.withLockedValue { registry -> UInt64 in
             registry.nextID += 1
@@ -161,38 +210,23 @@ public final class FanoutHub: Service, Sendable {
         // Registered, and the log position read, in one step with respect to deliveries (which post and move the
         // position under the same lock): every frame after the position reaches the stream live. A channel already
         // subscribed and confirmed for another stream is shared at once, as `ChannelSubscriptions` would do.
-        let (position, shared) = registry.withLockedValue { registry -> (StreamID?, Bool) in
+        let registered = registry.withLockedValue { registry -> (StreamID?, Bool)? in
+            let shared = registry.confirmedReferences[channel, default: 0] > 0
+            if onlyIfShared, !shared || (needsLogPosition && registry.logPositions[channel] == nil) {
+                if let quota { FanoutHub.release(quota.user, in: &registry) }
+                return nil
+            }
             registry.connections[id] = connection
             registry.watchers[channel, default: [:]][ObjectIdentifier(eventLoop), default: 0] += 1
             fanout.post(.register(connection, channel: channel, missesFrames: registry.missesFrames(of: channel)))
-            let shared = registry.confirmedReferences[channel, default: 0] > 0
             if shared {
                 registry.sharedReferences[channel, default: 0] += 1
                 registry.holdingReference.insert(id)
             }
             return (registry.logPositions[channel], shared)
         }
-        if shared { return (connection, position) }
-        do {
-            try await subscriptions.acquire(channel)
-        } catch {
-            // `acquire` gave its reference back itself.
-            connection.end(.clientGone)
-            throw DependencyUnavailable(dependency: "redis", underlying: "subscribe failed: \(error)")
-        }
-        // From here on the connection owns a reference, given back when it ends; if it ended while subscribing,
-        // it is given back now.
-        let stillOpen = registry.withLockedValue { registry -> Bool in
-            guard registry.connections[id] != nil else { return false }
-            registry.holdingReference.insert(id)
-            registry.confirmedReferences[channel, default: 0] += 1
-            return true
-        }
-        if !stillOpen {
-            let subscriptions = self.subscriptions
-            Task { await subscriptions.release(channel) }
-        }
-        return (connection, position)
+        guard let (position, shared) = registered else { return nil }
+        return (connection, position, shared)
     }
 
     /// Records `position`, the newest id of `thread`'s log read after its channel was subscribed, for the

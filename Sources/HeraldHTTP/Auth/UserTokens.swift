@@ -70,6 +70,11 @@ public struct UserTokens: Sendable {
         return user
     }
 
+    /// The user of a token verified a moment ago, without verifying anything (nil if it was not).
+    func knownUser(ofToken token: String) -> String? {
+        verified.user(of: token, now: Date().timeIntervalSince1970)
+    }
+
     private static func verifiedClaims(_ token: String, with keys: JWTKeyCollection) async throws(TokenRejection) -> TokenClaims {
         do {
             return try await keys.verify(token, as: TokenClaims.self)

@@ -46,6 +46,9 @@ final class RequestHandoff: ChannelDuplexHandler, RemovableChannelHandler {
         /// Answers a webhook on the event loop when it can (`WebhookRoute.answerNow`): nil, or a failed future, and
         /// the request goes through the router.
         var answerNow: (@Sendable (HTTPRequest, ByteBuffer, Logger) -> EventLoopFuture<(HTTPResponse, ByteBuffer)>?)? = nil
+        /// Opens an event stream on the event loop when it can (`StreamRoute.openNow`): nil, and the request goes
+        /// through the router.
+        var openStreamNow: (@Sendable (HTTPRequest, any Channel, Logger) -> (HTTPResponse, StreamConnection)?)? = nil
 
         enum Kind {
             case stream
@@ -247,7 +250,11 @@ final class RequestHandoff: ChannelDuplexHandler, RemovableChannelHandler {
         case .stream, .webSocket:
             mode = .streaming
             fateIs(.stream)
-            run(head, body: ByteBuffer(), context: context)
+            if kind == .stream, let (response, stream) = runner.openStreamNow?(head, context.channel, runner.logger) {
+                startStream(response, stream)
+            } else {
+                run(head, body: ByteBuffer(), context: context)
+            }
         case .webhook:
             // A declared length over the limit is refused by the route before any of the body is read.
             // (A scan: `HTTPFields`' subscript builds an index of the fields for one lookup.)
