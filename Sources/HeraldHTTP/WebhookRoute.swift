@@ -119,10 +119,12 @@ struct WebhookRoute {
     /// server without tracing (`HeraldApplication`), and never for a request with an `Origin` (CORS).
     func answerNow(_ head: HTTPRequest, body: ByteBuffer, logger: Logger) -> EventLoopFuture<(HTTPResponse, ByteBuffer)>? {
         let start = ContinuousClock.now
-        guard head.path == Self.path, let signatures, let signed = Self.signatureHeaders(head.headerFields),
+        // A token's delta is small; a large body is hashed and read in a task, not on a loop other clients share.
+        guard head.path == Self.path, body.readableBytes <= Self.largestAnsweredNow, let signatures,
+              let signed = Self.signatureHeaders(head.headerFields),
               (try? signatures.verify(id: signed.id, timestamp: signed.timestamp, signature: signed.signature, body: body.readableBytesView)) != nil,
               !JSONDepth.exceeds(body.readableBytesView, limit: configuration.maxJSONDepth),
-              let event = try? WebhookDecoder.decode(body.readableBytesView, runIDFromURL: nil),
+              let event = WebhookDecoder.nativeDelta(body.readableBytesView, runIDFromURL: nil),
               let handled = coordinator.handleNow(event)
         else { return nil }
         return handled.map { outcome in
@@ -155,6 +157,7 @@ struct WebhookRoute {
     }
 
     static let path = "/webhook/chat-response"
+    private static let largestAnsweredNow = 64 * 1024
     private static let answeredOnLoop = Counter(label: "herald_webhooks_answered_on_loop_total")
 
     /// `herald_http_requests_total` and `herald_http_request_duration_seconds` of a 200 from this route, as

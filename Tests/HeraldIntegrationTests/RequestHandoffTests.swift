@@ -140,7 +140,7 @@ struct RequestHandoffTests {
         }
     }
 
-    @Test("a delta the loop cannot answer goes through the router: an unknown run, a script Redis forgot, a run another node created")
+    @Test("a delta the loop cannot answer goes through the router: an unknown run, a script Redis forgot, a large body, a run another node created")
     func deltasThroughTheRouter() async throws {
         try await withStack(nodes: 2) { stack in
             let api = stack.api()
@@ -162,17 +162,22 @@ struct RequestHandoffTests {
             try await eventually("the next delta's answer") { Self.answers(connection.received).count == 3 }
             #expect(Self.answers(connection.received)[2].body == #"{"status":"accepted"}"#)
             #expect(try await api.metric("herald_webhooks_answered_on_loop_total") == 1)
+            // A large body is not read on the loop.
+            try await connection.send(try Self.signedDelta(run: sent.run, index: 2, text: String(repeating: "long ", count: 14_000)))
+            try await eventually("the large delta's answer") { Self.answers(connection.received).count == 4 }
+            #expect(Self.answers(connection.received)[3].body == #"{"status":"accepted"}"#)
+            #expect(try await api.metric("herald_webhooks_answered_on_loop_total") == 1)
 
             // The other node has not seen the run: it reads it from PostgreSQL (the router), then knows it.
             let other = try await RawConnection.open(port: stack.nodes[1].port)
-            try await other.send(try Self.signedDelta(run: sent.run, index: 2) + Self.signedDelta(run: sent.run, index: 3))
+            try await other.send(try Self.signedDelta(run: sent.run, index: 3) + Self.signedDelta(run: sent.run, index: 4))
             try await eventually("the other node's answers") { Self.answers(other.received).count == 2 }
             #expect(Self.answers(other.received).map(\.body) == [#"{"status":"accepted"}"#, #"{"status":"accepted"}"#])
             #expect(try await stack.api(node: 1).metric("herald_webhooks_answered_on_loop_total") == 1)
 
-            try await stream.waitForDelta(3)
+            try await stream.waitForDelta(4)
             try await Task.sleep(for: .milliseconds(200))
-            #expect(stream.events.compactMap(\.deltaIndex) == [0, 1, 2, 3])
+            #expect(stream.events.compactMap(\.deltaIndex) == [0, 1, 2, 3, 4])
             await connection.close()
             await other.close()
         }
@@ -260,8 +265,8 @@ struct RequestHandoffTests {
     }
 
     /// A signed native delta as an engine writes it on the wire.
-    static func signedDelta(run: String, index: Int, connection: String = "keep-alive") throws -> String {
-        let body = #"{"run_id":"\#(run)","event":"delta","index":\#(index),"delta":"token \#(index) "}"#
+    static func signedDelta(run: String, index: Int, text: String? = nil, connection: String = "keep-alive") throws -> String {
+        let body = #"{"run_id":"\#(run)","event":"delta","index":\#(index),"delta":"\#(text ?? "token \(index) ")"}"#
         let id = "msg_\(UUID().uuidString)", timestamp = Int(Date().timeIntervalSince1970)
         let signature = try StandardWebhooks(secrets: [Stack.webhookSecret]).sign(id: id, timestamp: timestamp, body: Array(body.utf8))
         return "POST /webhook/chat-response HTTP/1.1\r\nHost: herald\r\nConnection: \(connection)\r\nContent-Type: application/json\r\n"

@@ -52,8 +52,8 @@ public enum WebhookDecoder {
 
     /// The native `delta`, a webhook per token, read straight into its fields (`NativeDeltaReader`) rather than
     /// through a JSON tree. It takes only a delta that is valid as it stands; anything else (another event, a wrong
-    /// type, an escaped NUL anywhere) goes the general way, which says precisely what is wrong.
-    private static func nativeDelta(_ body: some Collection<UInt8>, runIDFromURL: UUID?) -> WebhookEvent? {
+    /// type, an escaped NUL anywhere) is nil, and `decode` reads it the general way, which says precisely what is wrong.
+    public static func nativeDelta(_ body: some Collection<UInt8>, runIDFromURL: UUID?) -> WebhookEvent? {
         guard let decoded = NativeDeltaReader.read(body), decoded.event == "delta" else { return nil }
         var threadID: UUID?
         if let text = decoded.threadID {
