@@ -25,7 +25,9 @@ struct ConnectionLimitTests {
             var attackers: [RawConnection] = []
             for index in 0..<60 {
                 let connection = try await RawConnection.open(port: stack.node.port)
-                if index % 4 != 0 { try await connection.send(Self.partialHead) }  // every fourth sends no byte at all
+                // Every fourth sends no byte at all. On a loaded machine the server may have closed a connection (its
+                // header timeout is 1 s) before the partial head goes out: the outcome this test waits for anyway.
+                if index % 4 != 0 { try? await connection.send(Self.partialHead) }
                 attackers.append(connection)
             }
             for (index, connection) in attackers.enumerated() {

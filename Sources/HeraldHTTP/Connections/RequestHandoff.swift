@@ -202,9 +202,11 @@ final class RequestHandoff: ChannelDuplexHandler, RemovableChannelHandler {
         case .streaming:
             return
         case .holding(var parts):
+            mode = .streaming  // (so that `parts` is not shared while it grows; the same below)
             parts.append(part)
             mode = .holding(parts)
         case .collecting(let head, var body):
+            mode = .streaming
             switch part {
             case .head:
                 preconditionFailure("a request head inside a request's body")
@@ -224,6 +226,7 @@ final class RequestHandoff: ChannelDuplexHandler, RemovableChannelHandler {
                 answer(head, body: body, context: context)
             }
         case .answering(var waiting):
+            mode = .streaming
             waiting.append(part)
             mode = .answering(waiting: waiting)
         case .awaitingRequest:
