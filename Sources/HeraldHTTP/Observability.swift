@@ -1,4 +1,6 @@
+import HTTPTypes
 import Hummingbird
+import Metrics
 
 extension Router<HeraldRequestContext> {
     /// Requests counted and timed by route pattern and status (`herald_http_*`), with `tracing` a server span per
@@ -26,5 +28,20 @@ struct ErrorResponseMiddleware<Context: RequestContext>: RouterMiddleware {
         } catch let error as any HTTPResponseError {
             return try error.response(from: request, context: context)
         }
+    }
+}
+
+/// A route's request count and duration under the names Hummingbird's `MetricsMiddleware` gives them
+/// (`herald_http_requests_total`, `herald_http_request_duration_seconds`), for requests answered without the router.
+struct RouteMetrics: Sendable {
+    let counter: Counter
+    let timer: Metrics.Timer
+
+    init(route: String, method: HTTPRequest.Method, status: HTTPResponse.Status) {
+        let dimensions = [
+            ("http.route", route), ("http.request.method", method.rawValue), ("http.response.status_code", String(status.code)),
+        ]
+        counter = Counter(label: "hb.requests", dimensions: dimensions)
+        timer = Metrics.Timer(label: "http.server.request.duration", dimensions: dimensions)
     }
 }

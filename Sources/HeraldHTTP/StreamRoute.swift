@@ -83,11 +83,16 @@ struct StreamRoute {
         else { return nil }
         Self.opened.increment()
         Self.openedOnLoop.increment()
+        Self.requests.counter.increment()
+        Self.requests.timer.record(since: start)
         RequestLogMiddleware<HeraldRequestContext>.log(method: .get, route: "/chats/sse/{thread_id}", status: 200, start: start, logger: logger)
         return (HTTPResponse(status: .ok, headerFields: Self.headers), connection)
     }
 
     private static let pathPrefix = "/chats/sse/"
+    /// `herald_http_requests_total` and `herald_http_request_duration_seconds` of an opened stream, as Hummingbird's
+    /// `MetricsMiddleware` names them.
+    private static let requests = RouteMetrics(route: "/chats/sse/{thread_id}", method: .get, status: .ok)
     private static let lastEventID = HTTPField.Name("Last-Event-ID")!
     private static let headers: HTTPFields = [
         .contentType: "text/event-stream",

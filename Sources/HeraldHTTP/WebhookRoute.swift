@@ -162,10 +162,7 @@ struct WebhookRoute {
 
     /// `herald_http_requests_total` and `herald_http_request_duration_seconds` of a 200 from this route, as
     /// Hummingbird's `MetricsMiddleware` names them.
-    private static let requests: (counter: Counter, timer: Metrics.Timer) = {
-        let dimensions = [("http.route", path), ("http.request.method", "POST"), ("http.response.status_code", "200")]
-        return (Counter(label: "hb.requests", dimensions: dimensions), Metrics.Timer(label: "http.server.request.duration", dimensions: dimensions))
-    }()
+    private static let requests = RouteMetrics(route: path, method: .post, status: .ok)
 
     /// The Standard Webhooks headers.
     private static let webhookID = HTTPField.Name("webhook-id")!

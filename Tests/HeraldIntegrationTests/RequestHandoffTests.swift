@@ -137,6 +137,9 @@ struct RequestHandoffTests {
             // Each was a signed delta of a run this node created, answered on the loop, except the first: this Redis
             // had not run the delta script yet, so the router's way loaded it.
             #expect(try await api.metric("herald_webhooks_answered_on_loop_total") == 4)
+            // Counted and timed like the router's requests.
+            #expect(try await api.metric("herald_http_requests_total", label: #"route="/webhook/chat-response""#) == 5)
+            #expect(try await api.metric("herald_http_request_duration_seconds_count", label: #"route="/webhook/chat-response""#) == 5)
         }
     }
 
@@ -247,6 +250,9 @@ struct RequestHandoffTests {
             for stream in [byHeader, byQuery, resumed, crossOrigin] { try await stream.waitForComment(containing: "connected") }
             #expect(try await api.metric("herald_sse_opened_on_loop_total") == 3)
             #expect(try await api.metric("herald_sse_connections_total") == 5)
+            // Every open counted and timed as a request of its route, whichever way it went.
+            #expect(try await api.metric("herald_http_requests_total", label: #"route="/chats/sse/{thread_id}""#) == 5)
+            #expect(try await api.metric("herald_http_request_duration_seconds_count", label: #"route="/chats/sse/{thread_id}""#) == 5)
 
             for index in 0..<3 { #expect(try await api.delta(run: sent.run, index: index, "token \(index)").status == 200) }
             for stream in [first, byHeader, byQuery, resumed, crossOrigin] { try await stream.waitForDelta(2) }

@@ -326,7 +326,13 @@ final class RequestHandoff: ChannelDuplexHandler, RemovableChannelHandler {
                 response = Response(status: .internalServerError)
             }
             let head = response.head
-            switch slot.value {
+            let taken = slot.value
+            if taken != nil {
+                // The stream's (empty) body is written nowhere, but written: the middleware counts and times a
+                // request once its body is out.
+                try? await response.body.write(BufferingBodyWriter())
+            }
+            switch taken {
             case .stream(let stream)?:
                 channel.eventLoop.execute { handoff.value.startStream(head, stream) }
                 return
