@@ -55,15 +55,8 @@ struct StreamRoute {
         guard !drain.isDraining, let path = head.path else { return nil }
         let uri = URI(path)
         guard uri.path.hasPrefix(Self.pathPrefix), let thread = UUID(text: uri.path.dropFirst(Self.pathPrefix.utf8.count)) else { return nil }
-        var authorization: String?, lastEventID: String?
-        for field in head.headerFields {
-            switch field.name {
-            case .authorization where authorization == nil: authorization = field.value
-            case Self.lastEventID where lastEventID == nil: lastEventID = field.value
-            case .authorization, Self.lastEventID, .origin: return nil
-            default: continue
-            }
-        }
+        guard let headers = head.headerFields.singleValues(of: [.authorization, Self.lastEventID], unlessPresent: .origin) else { return nil }
+        let (authorization, lastEventID) = (headers[0], headers[1])
         let query = uri.queryParameters
         let token: String
         if let authorization {
@@ -89,7 +82,7 @@ struct StreamRoute {
         return (HTTPResponse(status: .ok, headerFields: Self.headers), connection)
     }
 
-    private static let pathPrefix = "/chats/sse/"
+    static let pathPrefix = "/chats/sse/"
     /// `herald_http_requests_total` and `herald_http_request_duration_seconds` of an opened stream, as Hummingbird's
     /// `MetricsMiddleware` names them.
     private static let requests = RouteMetrics(route: "/chats/sse/{thread_id}", method: .get, status: .ok)

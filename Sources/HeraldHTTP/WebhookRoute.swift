@@ -138,21 +138,12 @@ struct WebhookRoute {
         }
     }
 
-    /// The Standard Webhooks headers, read in one pass (`HTTPFields`' subscript joins repeated fields, and builds an
-    /// index of them, per lookup); nil for a request with an `Origin` or a repeated one of them, which the router
-    /// then answers.
+    /// The Standard Webhooks headers; nil for a request with an `Origin`, a repeated one of them or one missing,
+    /// which the router then answers.
     private static func signatureHeaders(_ fields: HTTPFields) -> (id: String, timestamp: String, signature: String)? {
-        var id: String?, timestamp: String?, signature: String?
-        for field in fields {
-            switch field.name {
-            case webhookID where id == nil: id = field.value
-            case webhookTimestamp where timestamp == nil: timestamp = field.value
-            case webhookSignature where signature == nil: signature = field.value
-            case webhookID, webhookTimestamp, webhookSignature, .origin: return nil
-            default: continue
-            }
-        }
-        guard let id, let timestamp, let signature else { return nil }
+        guard let values = fields.singleValues(of: [webhookID, webhookTimestamp, webhookSignature], unlessPresent: .origin),
+              let id = values[0], let timestamp = values[1], let signature = values[2]
+        else { return nil }
         return (id, timestamp, signature)
     }
 

@@ -56,15 +56,17 @@ final class RequestHandoff: ChannelDuplexHandler, RemovableChannelHandler {
             case webhook
         }
 
+        private static let webhookWithQuery = WebhookRoute.path + "?"
+
         /// What a request is to this handler (nil: Hummingbird's); `webSocket`: a WebSocket upgrade may be taken now.
         static func kind(of head: HTTPRequest, webSocket: Bool) -> Kind? {
             guard let path = head.path else { return nil }
             switch head.method {
             case .get:
-                if path.hasPrefix("/chats/sse/") { return .stream }
+                if path.hasPrefix(StreamRoute.pathPrefix) { return .stream }
                 return webSocket && (path == "/ws" || path.hasPrefix("/ws?")) ? .webSocket : nil
             case .post:
-                return path == "/webhook/chat-response" || path.hasPrefix("/webhook/chat-response?") ? .webhook : nil
+                return path == WebhookRoute.path || path.hasPrefix(webhookWithQuery) ? .webhook : nil
             default:
                 return nil
             }
