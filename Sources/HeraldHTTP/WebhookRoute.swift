@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import HeraldCore
 import Hummingbird
+import HummingbirdCore
 import Logging
 import Metrics
 import NIOCore
@@ -120,11 +121,20 @@ struct WebhookRoute {
     func answerNow(_ head: HTTPRequest, body: ByteBuffer, logger: Logger) -> EventLoopFuture<(HTTPResponse, ByteBuffer)>? {
         let start = ContinuousClock.now
         // A token's delta is small; a large body is hashed and read in a task, not on a loop other clients share.
-        guard head.path == Self.path, body.readableBytes <= Self.largestAnsweredNow, let signatures,
-              let signed = Self.signatureHeaders(head.headerFields),
+        guard let path = head.path, body.readableBytes <= Self.largestAnsweredNow, let signatures,
+              let signed = Self.signatureHeaders(head.headerFields)
+        else { return nil }
+        // The callback URL Herald hands out names the run (its token is not needed when the delivery is signed).
+        let uri = URI(path)
+        var runIDFromURL: UUID?
+        if let text = uri.queryParameters.get("run_id") {
+            guard let id = UUID(text: text) else { return nil }
+            runIDFromURL = id
+        }
+        guard uri.path == Self.path,
               (try? signatures.verify(id: signed.id, timestamp: signed.timestamp, signature: signed.signature, body: body.readableBytesView)) != nil,
               !JSONDepth.exceeds(body.readableBytesView, limit: configuration.maxJSONDepth),
-              let event = WebhookDecoder.nativeDelta(body.readableBytesView, runIDFromURL: nil),
+              let event = WebhookDecoder.nativeDelta(body.readableBytesView, runIDFromURL: runIDFromURL),
               let handled = coordinator.handleNow(event)
         else { return nil }
         return handled.map { outcome in

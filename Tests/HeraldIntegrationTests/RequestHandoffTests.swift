@@ -128,18 +128,28 @@ struct RequestHandoffTests {
             try await connection.send(try Self.signedDelta(run: sent.run, index: 3))
             try await eventually("the last answer") { Self.answers(connection.received).count == 6 }
             #expect(Self.answers(connection.received)[5].body == #"{"status":"accepted"}"#)
+            // To the callback URL Herald handed out, as engines post (signed: its token is not needed) …
+            try await connection.send(try Self.signedDelta(run: sent.run, index: 4, query: "?run_id=\(sent.run)&token=unused"))
+            // … and one whose URL names another run than its body: refused, by the router.
+            try await connection.send(try Self.signedDelta(run: sent.run, index: 5, query: "?run_id=\(UUID().uuidString.lowercased())"))
+            try await eventually("the callback URL answers") { Self.answers(connection.received).count == 8 }
+            #expect(Self.answers(connection.received)[6].body == #"{"status":"accepted"}"#)
+            #expect(Self.answers(connection.received)[7].head.hasPrefix("HTTP/1.1 422 "), "\(connection.received)")
 
-            try await stream.waitForDelta(3)
+            try await stream.waitForDelta(4)
             try await Task.sleep(for: .milliseconds(200))
-            #expect(stream.events.compactMap(\.deltaIndex) == [0, 1, 2, 3])
+            #expect(stream.events.compactMap(\.deltaIndex) == [0, 1, 2, 3, 4])
             #expect(!connection.isClosed)
             await connection.close()
-            // Each was a signed delta of a run this node created, answered on the loop, except the first: this Redis
-            // had not run the delta script yet, so the router's way loaded it.
-            #expect(try await api.metric("herald_webhooks_answered_on_loop_total") == 4)
+            // Each accepted one was a signed delta of a run this node created, answered on the loop, except the first:
+            // this Redis had not run the delta script yet, so the router's way loaded it.
+            #expect(try await api.metric("herald_webhooks_answered_on_loop_total") == 5)
             // Counted and timed like the router's requests.
-            #expect(try await api.metric("herald_http_requests_total", label: #"route="/webhook/chat-response""#) == 5)
-            #expect(try await api.metric("herald_http_request_duration_seconds_count", label: #"route="/webhook/chat-response""#) == 5)
+            let scrape = try await PrometheusScrape.scrape(stack.url)
+            let answered = ["route": "/webhook/chat-response", "status": "200"]
+            #expect(scrape.total("herald_http_requests_total", answered) == 6)
+            #expect(scrape.total("herald_http_request_duration_seconds_count", answered) == 6)
+            #expect(scrape.total("herald_http_requests_total", ["route": "/webhook/chat-response", "status": "422"]) == 1)
         }
     }
 
@@ -271,11 +281,13 @@ struct RequestHandoffTests {
     }
 
     /// A signed native delta as an engine writes it on the wire.
-    static func signedDelta(run: String, index: Int, text: String? = nil, connection: String = "keep-alive") throws -> String {
+    static func signedDelta(
+        run: String, index: Int, text: String? = nil, query: String = "", connection: String = "keep-alive"
+    ) throws -> String {
         let body = #"{"run_id":"\#(run)","event":"delta","index":\#(index),"delta":"\#(text ?? "token \(index) ")"}"#
         let id = "msg_\(UUID().uuidString)", timestamp = Int(Date().timeIntervalSince1970)
         let signature = try StandardWebhooks(secrets: [Stack.webhookSecret]).sign(id: id, timestamp: timestamp, body: Array(body.utf8))
-        return "POST /webhook/chat-response HTTP/1.1\r\nHost: herald\r\nConnection: \(connection)\r\nContent-Type: application/json\r\n"
+        return "POST /webhook/chat-response\(query) HTTP/1.1\r\nHost: herald\r\nConnection: \(connection)\r\nContent-Type: application/json\r\n"
             + "Content-Length: \(body.utf8.count)\r\nwebhook-id: \(id)\r\nwebhook-timestamp: \(timestamp)\r\n"
             + "webhook-signature: \(signature)\r\n\r\n\(body)"
     }
