@@ -22,7 +22,7 @@ struct StreamRoute {
     /// Where the client says it is: the `Last-Event-ID` header (browser reconnects) or `?last_event_id=` (first
     /// connect after a page reload). `0` means from the start of the log.
     static func start(of request: Request) -> StreamConnection.Start {
-        let header = request.headers[lastEventID]
+        let header = request.headers[StreamRequest.lastEventIDField]
         let query = request.uri.queryParameters.get("last_event_id").map { String($0) }
         return StreamOpener.start(lastEventID: header ?? query)
     }
@@ -50,13 +50,12 @@ struct StreamRoute {
     /// while the node is not draining. What the router's middleware would record, it records (the stream count,
     /// the debug line). nil for anything else, with nothing opened: the request then goes through the router,
     /// which opens it the whole way or answers what is wrong.
-    func openNow(_ head: HTTPRequest, channel: any Channel, logger: Logger) -> (HTTPResponse, StreamConnection)? {
+    func openNow(_ request: StreamRequest, channel: any Channel, logger: Logger) -> (HTTPResponse, StreamConnection)? {
         let start = ContinuousClock.now
-        guard !drain.isDraining, let path = head.path else { return nil }
-        let uri = URI(path)
+        guard !drain.isDraining else { return nil }
+        let uri = URI(request.target)
         guard uri.path.hasPrefix(Self.pathPrefix), let thread = UUID(text: uri.path.dropFirst(Self.pathPrefix.utf8.count)) else { return nil }
-        guard let headers = head.headerFields.singleValues(of: [.authorization, Self.lastEventID], unlessPresent: .origin) else { return nil }
-        let (authorization, lastEventID) = (headers[0], headers[1])
+        let (authorization, lastEventID) = (request.authorization, request.lastEventID)
         let query = uri.queryParameters
         let token: String
         if let authorization {
@@ -86,7 +85,6 @@ struct StreamRoute {
     /// `herald_http_requests_total` and `herald_http_request_duration_seconds` of an opened stream, as Hummingbird's
     /// `MetricsMiddleware` names them.
     private static let requests = RouteMetrics(route: "/chats/sse/{thread_id}", method: .get, status: .ok)
-    private static let lastEventID = HTTPField.Name("Last-Event-ID")!
     private static let headers: HTTPFields = [
         .contentType: "text/event-stream",
         .cacheControl: "no-cache",

@@ -20,7 +20,7 @@ struct CurlTLSTests {
         let trusting = try CurlHTTPClient(logger: Logger(label: "test"), caFile: certificates.authority)
         defer { trusting.shutdown() }
         var response: CurlResponse?
-        let deadline = ContinuousClock.now + .seconds(10)
+        let deadline = ContinuousClock.now + .seconds(30)
         while response == nil, ContinuousClock.now < deadline {
             response = try? await trusting.execute(request)
             if response == nil { try await Task.sleep(for: .milliseconds(50)) }

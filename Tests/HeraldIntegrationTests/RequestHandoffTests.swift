@@ -280,6 +280,72 @@ struct RequestHandoffTests {
         }
     }
 
+    @Test("a plain stream request in one piece (opened with no HTTP pipeline) and in pieces (through the pipeline): the same head, frames and end")
+    func leanAndFullPipelineStreams() async throws {
+        try await withStack { stack in
+            let api = stack.api()
+            let thread = try await api.createThread()
+            let watching = try await api.openStream(thread)
+            try await watching.waitForComment(containing: "connected")
+            let request = "GET /chats/sse/\(thread) HTTP/1.1\r\nHost: herald\r\nAuthorization: Bearer \(try #require(api.token))\r\n"
+                + "Accept: text/event-stream\r\n\r\n"
+            let lean = try await RawConnection.open(port: stack.node.port)
+            try await lean.send(request)
+            let inPieces = try await RawConnection.open(port: stack.node.port)
+            let middle = request.index(request.startIndex, offsetBy: 30)
+            try await inPieces.send(String(request[..<middle]))
+            try await Task.sleep(for: .milliseconds(100))
+            try await inPieces.send(String(request[middle...]))
+            for connection in [lean, inPieces] {
+                #expect(await connection.waitForReceived(containing: ": connected", timeout: .seconds(10)))
+            }
+            // Both opened on the loop (the thread is watched here), one of them without the pipeline.
+            #expect(try await api.metric("herald_sse_opened_on_loop_total") == 2)
+
+            let sent = try await api.send(thread, "[[silent]] lean or not")
+            for index in 0..<3 { #expect(try await api.delta(run: sent.run, index: index, "token \(index)").status == 200) }
+            #expect(try await api.request("DELETE", "/chats/\(thread)").status == 204)
+            for connection in [lean, inPieces] {
+                #expect(await connection.waitForClose(timeout: .seconds(10)))
+            }
+            let (leanHead, leanEvents) = try Self.stream(lean.receivedBytes)
+            let (head, events) = try Self.stream(inPieces.receivedBytes)
+            #expect(leanHead == head)
+            #expect(leanHead.hasPrefix("HTTP/1.1 200 OK\r\n"), "\(leanHead)")
+            #expect(leanHead.lowercased().contains("content-type: text/event-stream\r\n"))
+            #expect(leanEvents == events)
+            #expect(leanEvents.compactMap { $0.type == "delta" ? $0.data : nil }.count == 3)
+            #expect(leanEvents.last?.type == "thread_deleted")
+        }
+    }
+
+    /// A chunked event stream as received: its head, and its events read by the test's own SSE parser from the
+    /// de-chunked body, which must end with the last chunk.
+    static func stream(_ received: [UInt8]) throws -> (head: String, events: [SSEEvent]) {
+        let text = Substring(decoding: received, as: UTF8.self)
+        let headEnd = try #require(text.range(of: "\r\n\r\n"))
+        var rest = Array(text[headEnd.upperBound...].utf8)[...]
+        var body: [UInt8] = []
+        while true {
+            let lineEnd = try #require(rest.firstRange(of: Array("\r\n".utf8)))
+            let size = try #require(Int(String(decoding: rest[..<lineEnd.lowerBound], as: UTF8.self), radix: 16))
+            rest = rest[lineEnd.upperBound...]
+            if size == 0 {
+                #expect(Array(rest) == Array("\r\n".utf8))
+                break
+            }
+            body += rest.prefix(size)
+            #expect(Array(rest.dropFirst(size).prefix(2)) == Array("\r\n".utf8))
+            rest = rest.dropFirst(size + 2)
+        }
+        var parser = SSEParser()
+        let events = parser.feed(body).compactMap { item -> SSEEvent? in
+            if case .event(let event) = item { return event }
+            return nil
+        }
+        return (String(text[..<headEnd.lowerBound]), events)
+    }
+
     /// A signed native delta as an engine writes it on the wire.
     static func signedDelta(
         run: String, index: Int, text: String? = nil, query: String = "", connection: String = "keep-alive"

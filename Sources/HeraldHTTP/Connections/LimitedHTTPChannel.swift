@@ -13,7 +13,8 @@ import NIOTLS
 /// HTTP/1.1 connection's pipeline gets the request timeouts, the JSON answers to malformed heads, HTTP/1.0's
 /// connection handling and, with `streams`, the `RequestHandoff`, which runs streams and webhooks without a
 /// Hummingbird task; Hummingbird's task and async channel are set up only once a connection asks for something
-/// else. With `tls`, every connection speaks TLS first (the refused ones too), and one that negotiates `h2` gets
+/// else. When streams can open on the event loop, a served connection starts with the `LeanStreamHandler` alone,
+/// and gets that pipeline only if its first request is not a stream opened there. With `tls`, every connection speaks TLS first (the refused ones too), and one that negotiates `h2` gets
 /// HTTP/2, each stream handled like an HTTP/1.1 connection's first request (`HTTP2Connections`).
 struct LimitedHTTPChannel: ServerChildChannel {
     struct Connection: ServerChildChannelValue {
@@ -101,7 +102,14 @@ struct LimitedHTTPChannel: ServerChildChannel {
     private func configureHTTP1(_ channel: any Channel, admission: ConnectionGate.Admission, logger: Logger) throws -> Connection {
         if admission == .served, let streams {
             let handoff = RequestHandoff(runner: streams, eventLoop: channel.eventLoop)
-            try configureHTTP(channel, handoff: handoff, logger: logger)
+            if streams.openStreamNow != nil {
+                let lean = LeanStreamHandler(runner: streams, handoff: handoff, limits: limits) { channel, firstHeadDue in
+                    try configureHTTP(channel, handoff: handoff, logger: logger, firstHeadDue: firstHeadDue)
+                }
+                try channel.pipeline.syncOperations.addHandler(lean)
+            } else {
+                try configureHTTP(channel, handoff: handoff, logger: logger)
+            }
             let start = Connection.Start.handoff(NIOLoopBound(handoff, eventLoop: channel.eventLoop), handoff.fate)
             return Connection(channel: channel, start: start, admission: admission)
         }
@@ -151,7 +159,7 @@ struct LimitedHTTPChannel: ServerChildChannel {
 
     /// The pipeline of Hummingbird's `HTTP1Channel` (its codecs and connection state), with Herald's handlers. The
     /// handoff goes before Hummingbird's connection state: requests it takes are never Hummingbird's.
-    private func configureHTTP(_ channel: any Channel, handoff: RequestHandoff?, logger: Logger) throws {
+    private func configureHTTP(_ channel: any Channel, handoff: RequestHandoff?, logger: Logger, firstHeadDue: NIODeadline? = nil) throws {
         let pipeline = channel.pipeline.syncOperations
         let decoding = HTTP1Channel.Configuration().httpDecoder
         var decoderLimits = NIOHTTPDecoderLimitConfiguration()
@@ -166,7 +174,7 @@ struct LimitedHTTPChannel: ServerChildChannel {
         if let handoff { try pipeline.addHandler(handoff) }
         try pipeline.addHandler(HTTPConnectionStateHandler(logger: logger))
         let decoder = try pipeline.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
-        let timeouts = RequestTimeoutHandler(limits: limits)
+        let timeouts = RequestTimeoutHandler(limits: limits, firstHeadDeadline: firstHeadDue)
         try pipeline.addHandlers([MalformedRequestResponder(), timeouts, ConnectionPersistenceHandler()], position: .after(decoder))
         try pipeline.addHandler(RequestStartObserver(reportingTo: timeouts), position: .before(decoder))
     }

@@ -48,7 +48,7 @@ final class RequestHandoff: ChannelDuplexHandler, RemovableChannelHandler {
         var answerNow: (@Sendable (HTTPRequest, ByteBuffer, Logger) -> EventLoopFuture<(HTTPResponse, ByteBuffer)>?)? = nil
         /// Opens an event stream on the event loop when it can (`StreamRoute.openNow`): nil, and the request goes
         /// through the router.
-        var openStreamNow: (@Sendable (HTTPRequest, any Channel, Logger) -> (HTTPResponse, StreamConnection)?)? = nil
+        var openStreamNow: (@Sendable (StreamRequest, any Channel, Logger) -> (HTTPResponse, StreamConnection)?)? = nil
 
         enum Kind {
             case stream
@@ -146,7 +146,9 @@ final class RequestHandoff: ChannelDuplexHandler, RemovableChannelHandler {
 
     var fate: EventLoopFuture<Fate> { fatePromise.futureResult }
 
-    private func fateIs(_ fate: Fate) {
+    /// Settles the fate, once (`LeanStreamHandler` settles it for a connection it made a stream before this
+    /// handler was in the pipeline).
+    func fateIs(_ fate: Fate) {
         guard !fateKnown else { return }
         fateKnown = true
         fatePromise.succeed(fate)
@@ -255,7 +257,8 @@ final class RequestHandoff: ChannelDuplexHandler, RemovableChannelHandler {
         case .stream, .webSocket:
             mode = .streaming
             fateIs(.stream)
-            if kind == .stream, let (response, stream) = runner.openStreamNow?(head, context.channel, runner.logger) {
+            if kind == .stream, let request = StreamRequest(head),
+               let (response, stream) = runner.openStreamNow?(request, context.channel, runner.logger) {
                 startStream(response, stream)
             } else {
                 run(head, body: ByteBuffer(), context: context)

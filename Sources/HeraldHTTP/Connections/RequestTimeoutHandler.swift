@@ -35,8 +35,13 @@ final class RequestTimeoutHandler: ChannelDuplexHandler, RemovableChannelHandler
     /// Bytes of a request have arrived (or the connection is new) and its head is not complete yet.
     private var isAwaitingHead = true
 
-    init(limits: ConnectionLimits) {
+    /// When the first head is due, if its clock started before this handler was added (`LeanStreamHandler` reads
+    /// a connection's first bytes before there is an HTTP pipeline).
+    private var firstHeadDeadline: NIODeadline?
+
+    init(limits: ConnectionLimits, firstHeadDeadline: NIODeadline? = nil) {
         self.limits = limits
+        self.firstHeadDeadline = firstHeadDeadline
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -99,8 +104,7 @@ final class RequestTimeoutHandler: ChannelDuplexHandler, RemovableChannelHandler
     /// bookkeeping. A timer due before the new deadline fires and schedules itself for the rest.
     private func arm(_ reason: Reason) {
         guard let context else { return }
-        let seconds = Self.seconds(reason, limits)
-        let deadline = NIODeadline.now() + .nanoseconds(Int64(seconds * 1_000_000_000))
+        let deadline = (reason == .header ? firstHeadDeadline.take() : nil) ?? Self.deadline(reason, limits)
         clock = (reason, deadline)
         if let timer, timer.deadline <= deadline { return }
         schedule(at: deadline, context)
@@ -130,7 +134,7 @@ final class RequestTimeoutHandler: ChannelDuplexHandler, RemovableChannelHandler
             return
         }
         clock = nil
-        Counter(label: "herald_connections_closed_total", dimensions: [("reason", reason.rawValue)]).increment()
+        Self.countClosed(reason)
         if reason == .body {
             // Hummingbird takes the end of input for the end of a body: without an error, the route would get
             // the bytes that did arrive as if they were the whole body.
@@ -139,6 +143,16 @@ final class RequestTimeoutHandler: ChannelDuplexHandler, RemovableChannelHandler
             )
         }
         context.close(promise: nil)
+    }
+
+    /// When `reason`'s clock, started now, runs out.
+    static func deadline(_ reason: Reason, _ limits: ConnectionLimits) -> NIODeadline {
+        .now() + .nanoseconds(Int64(seconds(reason, limits) * 1_000_000_000))
+    }
+
+    /// A connection closed because `reason`'s clock ran out.
+    static func countClosed(_ reason: Reason) {
+        Counter(label: "herald_connections_closed_total", dimensions: [("reason", reason.rawValue)]).increment()
     }
 
     private static func seconds(_ reason: Reason, _ limits: ConnectionLimits) -> Double {

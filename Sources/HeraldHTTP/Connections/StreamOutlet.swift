@@ -11,7 +11,9 @@ import NIOHTTPTypesHTTP2
 /// It sits right after the response encoder, where it sees Hummingbird's (or `RequestHandoff`'s) response head go
 /// by: bytes written before that are held until it has. After it, frames are written below the encoder,
 /// through the encoder's own context, already framed as the encoder would have framed them (it chunks a
-/// response of unknown length to HTTP/1.1, and leaves HTTP/1.0's as they are, ended by the close). It also
+/// response of unknown length to HTTP/1.1, and leaves HTTP/1.0's as they are, ended by the close). On a
+/// connection with no HTTP handlers (`LeanStreamHandler`'s) it is last in the pipeline, and writes chunks through
+/// its own context once told the head is out. It also
 /// notices a client that hung up: Hummingbird allows half-closed connections, so a client's FIN arrives only as
 /// `inputClosed`, which nobody reads while a response streams; an SSE client never sends anything after its
 /// request, so end of input means gone.
@@ -43,8 +45,23 @@ final class StreamOutlet: ChannelDuplexHandler, StreamSink {
             return outlet
         }
         let outlet = StreamOutlet(connection: connection)
-        try pipeline.addHandler(outlet, position: .after(try pipeline.handler(type: HTTPResponseEncoder.self)))
+        if let encoder = try? pipeline.handler(type: HTTPResponseEncoder.self) {
+            try pipeline.addHandler(outlet, position: .after(encoder))
+        } else {
+            // A connection with no HTTP handlers: `LeanStreamHandler` writes the head, then calls `headWritten()`.
+            try pipeline.addHandler(outlet)
+        }
         return outlet
+    }
+
+    /// The response head has gone out below this outlet, on a connection with no HTTP encoder (`LeanStreamHandler`
+    /// wrote it, for HTTP/1.1): frames are written chunked through the outlet's own context from now on.
+    func headWritten() {
+        guard let context, wire == nil else { return }
+        chunked = true
+        wire = context
+        for frame in held { write(frame) }
+        held = []
     }
 
     func handlerAdded(context: ChannelHandlerContext) {

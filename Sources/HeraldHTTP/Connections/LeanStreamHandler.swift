@@ -1,0 +1,167 @@
+import HeraldCore
+import HTTPTypes
+import NIOCore
+
+/// The only handler of a served HTTP/1.1 connection until its first request has arrived. If that request is a
+/// stream the node can open at once (`StreamRequest(head:)` reads its bytes, `StreamRoute.openNow` opens it),
+/// the connection becomes that stream with no HTTP handler at all: this handler writes the response head and,
+/// when the stream ends, the last chunk, and a `StreamOutlet` behind it writes the frames. Anything else (another
+/// request, a head in pieces, anything `StreamRequest` declines or the open refuses) gets the full HTTP pipeline
+/// (`LimitedHTTPChannel`'s, with `RequestHandoff`), which is handed the bytes as they arrived, and this handler
+/// leaves.
+///
+/// Why: most connections to a hub are streams, and opening one through the HTTP pipeline cost more than the open
+/// itself (adding nine handlers, decoding the head into NIO's and then HTTPTypes' parts, encoding the response
+/// head, removing the handlers at the end). The first head's clock (`headerTimeoutSeconds`, from accept) runs
+/// here, and on in the `RequestTimeoutHandler` of the full pipeline.
+final class LeanStreamHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    /// Sets up the full HTTP pipeline behind this handler; the first head is due by the deadline given.
+    typealias FullPipeline = (_ channel: any Channel, _ firstHeadDue: NIODeadline?) throws -> Void
+
+    private enum State {
+        case awaitingRequest
+        case streaming(StreamConnection)
+        /// The full pipeline has the connection; this handler is on its way out.
+        case passed
+    }
+
+    private let runner: RequestHandoff.Runner
+    /// The handoff of the full pipeline, whose fate (stream, HTTP, closed) tells the child channel whether it
+    /// needs Hummingbird: a stream opened here settles it too.
+    private let handoff: RequestHandoff
+    private let limits: ConnectionLimits
+    private let fullPipeline: FullPipeline
+    private var state = State.awaitingRequest
+    private var context: ChannelHandlerContext?
+    private var headClock: (due: NIODeadline, timer: Scheduled<Void>)?
+
+    init(runner: RequestHandoff.Runner, handoff: RequestHandoff, limits: ConnectionLimits, fullPipeline: @escaping FullPipeline) {
+        self.runner = runner
+        self.handoff = handoff
+        self.limits = limits
+        self.fullPipeline = fullPipeline
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        if context.channel.isActive { startHeadClock(context) }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        headClock?.timer.cancel()
+        self.context = nil
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        startHeadClock(context)
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if case .awaitingRequest = state { handoff.fateIs(.closed) }
+        context.fireChannelInactive()
+    }
+
+    private func startHeadClock(_ context: ChannelHandlerContext) {
+        guard headClock == nil, case .awaitingRequest = state else { return }
+        let due = RequestTimeoutHandler.deadline(.header, limits)
+        let timer = context.eventLoop.assumeIsolated().scheduleTask(deadline: due) {
+            guard case .awaitingRequest = self.state else { return }
+            RequestTimeoutHandler.countClosed(.header)
+            self.context?.close(promise: nil)
+        }
+        headClock = (due, timer)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch state {
+        case .streaming:
+            // An event-stream client has nothing more to say.
+            return
+        case .passed:
+            context.fireChannelRead(data)
+        case .awaitingRequest:
+            headClock?.timer.cancel()
+            let bytes = unwrapInboundIn(data)
+            if let request = StreamRequest(head: bytes),
+               let (response, stream) = runner.openStreamNow?(request, context.channel, runner.logger) {
+                begin(response, stream, context: context)
+            } else {
+                passToFullPipeline(bytes, context: context)
+            }
+        }
+    }
+
+    /// The stream is open (its frames wait in the outlet): the head goes out, then whatever waits.
+    private func begin(_ response: HTTPResponse, _ stream: StreamConnection, context: ChannelHandlerContext) {
+        state = .streaming(stream)
+        handoff.fateIs(.stream)
+        context.write(wrapOutboundOut(Self.chunkedHead(response, allocator: context.channel.allocator)), promise: nil)
+        (try? context.pipeline.syncOperations.handler(type: StreamOutlet.self))?.headWritten()
+        context.flush()
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        stream.whenFinished { reason in
+            StreamRoute.count(reason)
+            handler.value.endStream()
+        }
+    }
+
+    private func endStream() {
+        guard let context else { return }
+        state = .passed
+        context.writeAndFlush(wrapOutboundOut(ByteBuffer(staticString: "0\r\n\r\n")), promise: nil)
+        context.close(promise: nil)
+    }
+
+    private func passToFullPipeline(_ bytes: ByteBuffer, context: ChannelHandlerContext) {
+        state = .passed
+        do {
+            try fullPipeline(context.channel, headClock?.due)
+        } catch {
+            context.close(promise: nil)
+            return
+        }
+        context.fireChannelRead(wrapInboundOut(bytes))
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+    }
+
+    /// The client's end of input, and the server's shutdown: before a request, the connection closes; a stream
+    /// ends on shutdown (its client reconnects elsewhere), and on end of input through its outlet.
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        switch state {
+        case .awaitingRequest:
+            if event is ChannelShouldQuiesceEvent || (event as? ChannelEvent) == .inputClosed {
+                context.close(promise: nil)
+                return
+            }
+        case .streaming(let stream) where event is ChannelShouldQuiesceEvent:
+            stream.end(.shutdown)
+            return
+        case .streaming, .passed:
+            break
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    /// The head `HTTPResponseEncoder` would write for `response` with a body of unknown length, in HTTP/1.1.
+    static func chunkedHead(_ response: HTTPResponse, allocator: ByteBufferAllocator) -> ByteBuffer {
+        var head = allocator.buffer(capacity: 256)
+        head.writeStaticString("HTTP/1.1 ")
+        head.writeString(String(response.status.code))
+        head.writeStaticString(" ")
+        head.writeString(response.status.reasonPhrase)
+        head.writeStaticString("\r\n")
+        for field in response.headerFields where field.name != .contentLength {
+            head.writeString(field.name.rawName)
+            head.writeStaticString(": ")
+            head.writeString(field.value)
+            head.writeStaticString("\r\n")
+        }
+        head.writeStaticString("transfer-encoding: chunked\r\n\r\n")
+        return head
+    }
+}
