@@ -2,13 +2,14 @@ import CurlClient
 import Foundation
 import HeraldCore
 import Hummingbird
+import NIOPosix
 import Logging
 import PostgresClient
 import Prometheus
 import RedisClient
 import ServiceLifecycle
 
-/// Wires the clients, the hub core and the routes into one Hummingbird application.
+/// Wires the clients, the hub core, the routes and the listener into one node.
 public enum HeraldApplication {
     /// `router` receives every public route (tests read its `routes`); `drain` is to be run after the application
     /// in its service group (see `StreamDrain`); `tracing` adds a span per request (OpenTelemetry is on).
@@ -16,7 +17,7 @@ public enum HeraldApplication {
         configuration: HeraldConfiguration, registry: PrometheusCollectorRegistry, logger: Logger,
         router: Router<HeraldRequestContext> = Router(context: HeraldRequestContext.self), drain: StreamDrain = StreamDrain(),
         tracing: Bool = false
-    ) async throws -> some ApplicationProtocol {
+    ) async throws -> HeraldNode {
         var deployment = try RedisDeployment(url: configuration.redisURL)
         if deployment.tls != nil {
             deployment.tls = configuration.redisTLS
@@ -90,8 +91,9 @@ public enum HeraldApplication {
         PageRoutes(userTokens: userTokens, configuration: configuration).register(on: router)
         OpenAPIRoute().register(on: router)
 
+        let responder = router.buildResponder()
         var handoff = RequestHandoff.Runner(
-            responder: router.buildResponder(), logger: logger, maxBodyBytes: configuration.maxBodyBytes, serverName: "herald"
+            responder: responder, logger: logger, maxBodyBytes: configuration.maxBodyBytes, serverName: Self.serverName
         )
         if !tracing {
             // With tracing, every request gets its span from the router's middleware.
@@ -117,22 +119,35 @@ public enum HeraldApplication {
                 Application(
                     router: operationsRouter,
                     server: .operationsHTTP1(limits: configuration.connectionLimits),
-                    configuration: .init(address: .hostname(configuration.host, port: operationsPort), serverName: "herald"),
+                    configuration: .init(address: .hostname(configuration.host, port: operationsPort), serverName: Self.serverName),
                     logger: logger
                 )
             )
         }
-        return Application(
-            router: router,
-            server: .limitedHTTP(
-                limits: configuration.connectionLimits,
-                streams: handoff,
-                tls: tls
-            ),
-            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "herald"),
-            services: services,
-            logger: logger
+        let limits = configuration.connectionLimits
+        let served = LimitedHTTPChannel(
+            responder: ApplicationResponder.make(responder, logger: logger, serverName: Self.serverName, dates: HTTPDateCache()),
+            limits: limits, gate: ConnectionGate(maxConnections: limits.maxConnections, reserve: ConnectionLimits.operatorReserve),
+            streams: handoff, tls: tls
         )
+        let listener = HTTPListener(
+            connections: served, host: configuration.host, port: configuration.port,
+            eventLoopGroup: MultiThreadedEventLoopGroup.singleton, logger: logger
+        )
+        return HeraldNode(services: services + [listener], logger: logger)
+    }
+
+    static let serverName = "herald"
+}
+
+/// A node: its services, and its listener last, so that a graceful shutdown stops the listener (and so the
+/// streams and requests) first and closes the clients last.
+public struct HeraldNode: Service {
+    let services: [any Service]
+    public let logger: Logger
+
+    public func run() async throws {
+        try await ServiceGroup(configuration: .init(services: services, logger: logger)).run()
     }
 }
 

@@ -96,7 +96,7 @@ struct Serve: AsyncParsableCommand {
                     configuration: configuration, registry: registry, logger: logger, drain: drain,
                     tracing: Telemetry.isEnabled(environment)
                 ),
-                telemetry: telemetry, first: [drain],
+                logger: logger, telemetry: telemetry, first: [drain],
                 // The drain window, and time for what follows it (in-flight webhooks, closing the clients).
                 shutdownLimit: .milliseconds(Int64(configuration.drainSeconds * 1000)) + .seconds(5)
             )
@@ -198,6 +198,6 @@ struct DemoAgentCommand: AsyncParsableCommand {
             host: host, port: port, firstTokenDelay: .milliseconds(delayMs), tokenDelay: .milliseconds(tokenDelayMs), signer: signer,
             callbackCAFile: callbackCA
         )
-        try await Runner(DemoAgent.application(options: options, logger: logger)).run()
+        try await Runner(DemoAgent.application(options: options, logger: logger), logger: logger).run()
     }
 }

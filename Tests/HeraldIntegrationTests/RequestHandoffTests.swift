@@ -125,6 +125,16 @@ struct RequestHandoffTests {
             try await connection.send("GET /healthz HTTP/1.1\r\nHost: herald\r\n\r\n")
             try await eventually("the health answer") { Self.answers(connection.received).count == 5 }
             #expect(Self.answers(connection.received)[4].body.contains("ok"))
+            // Served by Hummingbird behind Herald's own listener: its `Server` and `Date` headers.
+            let health = Self.answers(connection.received)[4].head.lowercased()
+            #expect(health.contains("\r\nserver: herald"), "\(health)")
+            let date = try #require(health.split(separator: "\r\n").first { $0.hasPrefix("date: ") }?.dropFirst(6))
+            let formatter = DateFormatter()
+            formatter.locale = Locale(identifier: "en_US_POSIX")
+            formatter.timeZone = TimeZone(identifier: "GMT")
+            formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss 'GMT'"
+            let dated = try #require(formatter.date(from: String(date).capitalized.replacingOccurrences(of: "Gmt", with: "GMT")))
+            #expect(abs(dated.timeIntervalSinceNow) < 60)
             try await connection.send(try Self.signedDelta(run: sent.run, index: 3))
             try await eventually("the last answer") { Self.answers(connection.received).count == 6 }
             #expect(Self.answers(connection.received)[5].body == #"{"status":"accepted"}"#)

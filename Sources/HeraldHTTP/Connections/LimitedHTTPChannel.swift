@@ -121,6 +121,22 @@ struct LimitedHTTPChannel: ServerChildChannel {
         await handle(value.start, of: value, logger: logger)
     }
 
+    /// `handle`, in a task of its own, for a connection that needs it: not one refused, nor one that became a stream
+    /// (or only ever had webhooks) before asking Hummingbird for anything. On the connection's event loop.
+    func serveWhenNeeded(_ connection: Connection, logger: Logger) {
+        switch connection.start {
+        case .refused:
+            return
+        case .handoff(let handoff, let fate):
+            fate.whenSuccess { settled in
+                guard case .http = settled else { return }
+                Task { await serve(connection.channel, unlessTakenBy: handoff, fate, logger: logger) }
+            }
+        case .hummingbird, .http2, .negotiating:
+            Task { await handle(value: connection, logger: logger) }
+        }
+    }
+
     private func handle(_ start: Connection.Start, of value: Connection, logger: Logger) async {
         switch start {
         case .negotiating(let negotiated):
@@ -209,14 +225,6 @@ struct LimitedHTTPChannel: ServerChildChannel {
 }
 
 extension HTTPServerBuilder {
-    /// HTTP/1.1 with Herald's connection timeouts and cap (see `LimitedHTTPChannel`), over TLS with `tls`.
-    static func limitedHTTP(limits: ConnectionLimits, streams: RequestHandoff.Runner, tls: ServerTLS?) -> HTTPServerBuilder {
-        HTTPServerBuilder { responder in
-            let gate = ConnectionGate(maxConnections: limits.maxConnections, reserve: ConnectionLimits.operatorReserve)
-            return LimitedHTTPChannel(responder: responder, limits: limits, gate: gate, streams: streams, tls: tls)
-        }
-    }
-
     /// The operations listener: the same timeouts, a cap of its own and no reserve; not counted in the metrics
     /// of client connections.
     static func operationsHTTP1(limits: ConnectionLimits) -> HTTPServerBuilder {
