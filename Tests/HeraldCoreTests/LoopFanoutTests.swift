@@ -24,6 +24,13 @@ struct LoopFanoutTests {
             unflushed = []
         }
         func close() { closed = true }
+        /// Frames written and flushed in one call.
+        var writtenAndFlushed = 0
+        func writeAndFlush(_ frame: OutgoingFrame) {
+            writtenAndFlushed += 1
+            write(frame)
+            flush()
+        }
 
         /// Ids of the frames flushed so far, in order (the preamble and heartbeats have none).
         var flushedIDs: [String] { flushes.joined().compactMap { FrameEncoder.frameID(of: $0)?.description } }
@@ -87,6 +94,26 @@ struct LoopFanoutTests {
         let other = sinkA2.flushes[1][0]
         #expect(shared.withUnsafeReadableBytes { $0.baseAddress } == other.withUnsafeReadableBytes { $0.baseAddress })
         a1.end(.clientGone)
+    }
+
+    @Test("a lone frame goes to each stream in one write-and-flush; a stream with several in the batch is flushed with the last")
+    func loneFrameWrittenAndFlushed() {
+        let (a, sinkA) = stream("a", id: 1)
+        let (_, sinkB) = stream("b", id: 2)
+        post("4-1", to: "a")
+        loop.run()
+        #expect(sinkA.writtenAndFlushed == 1)
+        #expect(sinkA.flushedIDs == ["4-1"])
+        post("4-2", to: "a")
+        post("5-1", to: "b")
+        post("4-3", to: "a")
+        loop.run()
+        // b's only frame of the batch; a's two go out in one flush, with the last.
+        #expect(sinkB.writtenAndFlushed == 1)
+        #expect(sinkA.writtenAndFlushed == 1)
+        #expect(sinkA.flushes.last?.count == 2)
+        #expect(sinkA.flushedIDs == ["4-1", "4-2", "4-3"])
+        a.end(.clientGone)
     }
 
     @Test("a client that is not writable queues; the others are written at once; its backlog goes out in one flush")

@@ -6,7 +6,7 @@ import NIOCore
 /// The hub's presence on one event loop: the streams whose channels that loop owns, and an inbox the Redis
 /// subscriber posts to. A frame costs one post per loop that has watchers of its thread; a batch of posts is
 /// delivered in one `execute`, each stream's writes of the batch flushed once, so a burst of frames leaves in
-/// one `writev` per client.
+/// one `writev` per client (and a lone frame in one `writeAndFlush`).
 final class LoopFanout: Sendable {
     enum Item: Sendable {
         /// `missesFrames`: the channel's subscription is down as the stream registers (see `subscriberLost`).
@@ -104,9 +104,17 @@ final class LoopFanout: Sendable {
             return inbox.items
         }
         let streams = self.streams.value
-        var written: [StreamConnection] = []
         var delivered: [StreamID] = []
-        for item in items {
+        // Each stream is flushed with its thread's last frame of the batch, while it is at hand, rather than in a
+        // second pass over every stream written to (with thousands of streams, each one's objects are out of the
+        // cache again by then).
+        var lastFrameOf: [String: Int] = [:]
+        if items.count > 1 {
+            for (index, item) in items.enumerated() {
+                if case .frame(_, _, let channel, _) = item { lastFrameOf[channel] = index }
+            }
+        }
+        for (index, item) in items.enumerated() {
             switch item {
             case .register(let connection, let channel, let missesFrames):
                 // One that ended before getting here has nothing to receive.
@@ -119,8 +127,9 @@ final class LoopFanout: Sendable {
                 guard let watchers = streams.byChannel[channel]?.all() else { continue }
                 let frame = OutgoingFrame(bytes, id: id)
                 if let id { delivered.append(id) }
+                let flushing = items.count == 1 || lastFrameOf[channel] == index
                 for connection in watchers {
-                    if connection.receive(frame) { written.append(connection) }
+                    connection.receive(frame, flushing: flushing)
                     if endsStreams { connection.end(.threadDeleted) }
                 }
             case .subscriberLost(let channels):
@@ -129,7 +138,6 @@ final class LoopFanout: Sendable {
                 for connection in streams.connections(of: channels) { connection.subscriberReady() }
             }
         }
-        for connection in written { connection.flushIfNeeded() }
         recordDelivery(of: delivered)
     }
 

@@ -213,25 +213,29 @@ public final class StreamConnection: Sendable {
         flush(state)
     }
 
-    /// A live frame for this stream. Returns true when it wrote to the sink and needs `flush()`; a batch of
-    /// deliveries is flushed once.
-    func receive(_ frame: OutgoingFrame) -> Bool {
+    /// A live frame for this stream, written (and flushed with what the batch wrote before it, if `flushing`) or
+    /// queued. A batch of deliveries flushes each stream once, with its last frame.
+    func receive(_ frame: OutgoingFrame, flushing: Bool) {
         let state = self.state.value
         switch state.phase {
         case .ended:
-            return false
+            return
         case .live where state.queue.isEmpty && state.sink?.isWritable == true:
-            return writeLive(frame, state)
+            if flushing, !state.needsFlush, let sink = state.sink {
+                if isNew(frame, state) { sink.writeAndFlush(frame) }
+                return
+            }
+            writeLive(frame, state)
         case .opening, .replaying, .waitingForSubscriber, .live:
             let bytes = frame.bytes.readableBytes
             guard state.queue.count < limits.maxFrames, state.queuedBytes + bytes <= limits.maxBytes else {
                 end(.slowConsumer)
-                return false
+                return
             }
             state.queue.append(frame)
             state.queuedBytes += bytes
-            return false
         }
+        if flushing { flush(state) }
     }
 
     /// Frames waiting for the client (it is behind, or a catch-up is in progress).
@@ -348,11 +352,17 @@ public final class StreamConnection: Sendable {
     /// after the newest one.
     @discardableResult
     private func writeLive(_ frame: OutgoingFrame, _ state: LoopState) -> Bool {
+        guard isNew(frame, state) else { return false }
+        return write(frame, state)
+    }
+
+    /// Whether a live frame is to be sent (one with an id not newer than the last sent is not); counts it as sent.
+    private func isNew(_ frame: OutgoingFrame, _ state: LoopState) -> Bool {
         if let id = frame.id {
             if let lastSentID = state.lastSentID, id <= lastSentID { return false }
             state.lastSentID = id
         }
-        return write(frame, state)
+        return true
     }
 
     /// Writes bytes of this stream's own (the preamble, a catch-up, a resync).

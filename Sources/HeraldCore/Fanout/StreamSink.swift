@@ -10,6 +10,15 @@ public protocol StreamSink: AnyObject {
     func write(_ frame: OutgoingFrame)
     /// Sends what was queued, in one `writev` where the transport can.
     func flush()
+    /// `write` then `flush`, when nothing else is queued: one pass down the channel's pipeline instead of two.
+    func writeAndFlush(_ frame: OutgoingFrame)
     /// Closes the client's connection (a slow consumer is disconnected, not merely forgotten).
     func close()
+}
+
+extension StreamSink {
+    public func writeAndFlush(_ frame: OutgoingFrame) {
+        write(frame)
+        flush()
+    }
 }

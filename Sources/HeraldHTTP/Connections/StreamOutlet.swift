@@ -83,12 +83,25 @@ final class StreamOutlet: ChannelDuplexHandler, StreamSink {
             held.append(frame)
             return
         }
-        let bytes = chunked ? frame.encoded(for: ObjectIdentifier(StreamOutlet.self), Self.chunk) : frame.bytes
-        wire.write(NIOAny(bytes), promise: nil)
+        wire.write(NIOAny(framed(frame)), promise: nil)
     }
 
     func flush() {
         wire?.flush()
+    }
+
+    func writeAndFlush(_ frame: OutgoingFrame) {
+        guard let wire else {
+            held.append(frame)
+            return
+        }
+        wire.writeAndFlush(NIOAny(framed(frame)), promise: nil)
+    }
+
+    /// The frame as this response frames it: an HTTP/1.1 chunk (made once per loop for every stream there), or
+    /// as it is.
+    private func framed(_ frame: OutgoingFrame) -> ByteBuffer {
+        chunked ? frame.encoded(for: ObjectIdentifier(StreamOutlet.self), Self.chunk) : frame.bytes
     }
 
     func close() {
