@@ -2,8 +2,8 @@ import CurlClient
 import Foundation
 import HeraldCore
 import Hummingbird
-import NIOPosix
 import Logging
+import NIOPosix
 import PostgresClient
 import Prometheus
 import RedisClient

@@ -14,8 +14,11 @@ import NIOTLS
 /// connection handling and, with `streams`, the `RequestHandoff`, which runs streams and webhooks without a
 /// Hummingbird task; Hummingbird's task and async channel are set up only once a connection asks for something
 /// else. When streams can open on the event loop, a served connection starts with the `LeanStreamHandler` alone,
-/// and gets that pipeline only if its first request is not a stream opened there. With `tls`, every connection speaks TLS first (the refused ones too), and one that negotiates `h2` gets
-/// HTTP/2, each stream handled like an HTTP/1.1 connection's first request (`HTTP2Connections`).
+/// and gets that pipeline only if its first request is not a stream opened there. With `tls`, every connection
+/// speaks TLS first (the refused ones too), and one that negotiates `h2` gets HTTP/2, each stream handled like an
+/// HTTP/1.1 connection's first request (`HTTP2Connections`). Herald's public listener (`HTTPListener`) sets a
+/// connection up in its accept path and calls `serveWhenNeeded`; the operations listener is Hummingbird's `Server`,
+/// which calls `handle` for every connection.
 struct LimitedHTTPChannel: ServerChildChannel {
     struct Connection: ServerChildChannelValue {
         enum Start: Sendable {
