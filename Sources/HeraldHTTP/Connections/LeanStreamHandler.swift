@@ -110,9 +110,9 @@ final class LeanStreamHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
+    /// The stream ended: the response's last chunk, and the connection closes.
     private func endStream() {
         guard let context else { return }
-        state = .passed
         context.writeAndFlush(wrapOutboundOut(ByteBuffer(staticString: "0\r\n\r\n")), promise: nil)
         context.close(promise: nil)
     }
