@@ -1,5 +1,7 @@
+import HeraldCore
 import HTTPTypes
 import Hummingbird
+import Logging
 import Metrics
 
 extension Router<HeraldRequestContext> {
@@ -31,17 +33,31 @@ struct ErrorResponseMiddleware<Context: RequestContext>: RouterMiddleware {
     }
 }
 
-/// A route's request count and duration under the names Hummingbird's `MetricsMiddleware` gives them
-/// (`herald_http_requests_total`, `herald_http_request_duration_seconds`), for requests answered without the router.
+/// What the router's middleware records of a request, for requests answered without the router: its count and
+/// duration under the names Hummingbird's `MetricsMiddleware` gives them (`herald_http_requests_total`,
+/// `herald_http_request_duration_seconds`), and `RequestLogMiddleware`'s debug line.
 struct RouteMetrics: Sendable {
-    let counter: Counter
-    let timer: Metrics.Timer
+    private let route: String
+    private let method: HTTPRequest.Method
+    private let status: HTTPResponse.Status
+    private let counter: Counter
+    private let timer: Metrics.Timer
 
     init(route: String, method: HTTPRequest.Method, status: HTTPResponse.Status) {
+        self.route = route
+        self.method = method
+        self.status = status
         let dimensions = [
             ("http.route", route), ("http.request.method", method.rawValue), ("http.response.status_code", String(status.code)),
         ]
         counter = Counter(label: "hb.requests", dimensions: dimensions)
         timer = Metrics.Timer(label: "http.server.request.duration", dimensions: dimensions)
+    }
+
+    /// A request of this route, begun at `start`, answered.
+    func record(since start: ContinuousClock.Instant, logger: Logger) {
+        counter.increment()
+        timer.record(since: start)
+        RequestLogMiddleware<HeraldRequestContext>.log(method: method, route: route, status: Int(status.code), start: start, logger: logger)
     }
 }

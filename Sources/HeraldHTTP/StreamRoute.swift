@@ -55,10 +55,9 @@ struct StreamRoute {
         guard !drain.isDraining else { return nil }
         let uri = URI(request.target)
         guard uri.path.hasPrefix(Self.pathPrefix), let thread = UUID(text: uri.path.dropFirst(Self.pathPrefix.utf8.count)) else { return nil }
-        let (authorization, lastEventID) = (request.authorization, request.lastEventID)
         let query = uri.queryParameters
         let token: String
-        if let authorization {
+        if let authorization = request.authorization {
             guard authorization.utf8.count > 7, authorization.utf8.prefix(7).lazy.map({ $0 | 0x20 }).elementsEqual("bearer ".utf8) else { return nil }
             token = String(authorization.utf8.dropFirst(7))!
         } else if let fromQuery = query.get("access_token") {
@@ -68,22 +67,19 @@ struct StreamRoute {
         }
         guard let user = tokens.knownUser(ofToken: token), let heartbeat = heartbeatStyle(query.get("heartbeat").map { String($0) }),
               let connection = opener.openNow(
-                  thread: thread, user: user, start: StreamOpener.start(lastEventID: lastEventID ?? query.get("last_event_id").map { String($0) }),
+                  thread: thread, user: user, start: StreamOpener.start(lastEventID: request.lastEventID ?? query.get("last_event_id").map { String($0) }),
                   heartbeat: heartbeat, quota: opener.quota(of: user), channel: channel, logger: logger,
                   attach: { try StreamOutlet.install(for: $0, on: channel) }
               )
         else { return nil }
         Self.opened.increment()
         Self.openedOnLoop.increment()
-        Self.requests.counter.increment()
-        Self.requests.timer.record(since: start)
-        RequestLogMiddleware<HeraldRequestContext>.log(method: .get, route: "/chats/sse/{thread_id}", status: 200, start: start, logger: logger)
+        Self.requests.record(since: start, logger: logger)
         return (HTTPResponse(status: .ok, headerFields: Self.headers), connection)
     }
 
     static let pathPrefix = "/chats/sse/"
-    /// `herald_http_requests_total` and `herald_http_request_duration_seconds` of an opened stream, as Hummingbird's
-    /// `MetricsMiddleware` names them.
+    /// What the router's middleware records of an opened stream.
     private static let requests = RouteMetrics(route: "/chats/sse/{thread_id}", method: .get, status: .ok)
     private static let headers: HTTPFields = [
         .contentType: "text/event-stream",

@@ -140,10 +140,8 @@ struct WebhookRoute {
         return handled.map { outcome in
             let answer = Self.answer(outcome)
             Self.durations[outcome.rawValue].record(since: start)
-            Self.requests.counter.increment()
-            Self.requests.timer.record(since: start)
+            Self.requests.record(since: start, logger: logger)
             Self.answeredOnLoop.increment()
-            RequestLogMiddleware<HeraldRequestContext>.log(method: .post, route: Self.path, status: 200, start: start, logger: logger)
             return answer
         }
     }
@@ -161,8 +159,7 @@ struct WebhookRoute {
     private static let largestAnsweredNow = 64 * 1024
     private static let answeredOnLoop = Counter(label: "herald_webhooks_answered_on_loop_total")
 
-    /// `herald_http_requests_total` and `herald_http_request_duration_seconds` of a 200 from this route, as
-    /// Hummingbird's `MetricsMiddleware` names them.
+    /// What the router's middleware records of a 200 from this route.
     private static let requests = RouteMetrics(route: path, method: .post, status: .ok)
 
     /// The Standard Webhooks headers.

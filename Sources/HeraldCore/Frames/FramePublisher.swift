@@ -145,7 +145,7 @@ public struct FramePublisher: Sendable {
     /// delta is published once per (run, index) whatever happens.
     public func publishDeltaNow(_ delta: StreamEvent.Delta, index: Int) -> EventLoopFuture<DeltaOutcome>? {
         let start = ContinuousClock.now
-        let keys = [keys.channel(delta.threadID), keys.log(delta.threadID), keys.deltaIndexes(delta.threadID, run: delta.runID)]
+        let keys = scriptKeys(delta.threadID, [keys.deltaIndexes(delta.threadID, run: delta.runID)])
         guard let reply = redis.evalNow(scripts.delta, keys: keys, arguments: deltaArguments(delta, index: index)) else { return nil }
         return reply.map { reply in
             Self.durations["delta"].record(since: start)
@@ -182,6 +182,11 @@ public struct FramePublisher: Sendable {
     }
 
     /// One script call, timed (`herald_publish_duration_seconds{kind}`) and traced (a producer span).
+    /// The keys a publishing script is given: the thread's channel and log, then the script's own.
+    private func scriptKeys(_ thread: UUID, _ extraKeys: [String]) -> [String] {
+        [keys.channel(thread), keys.log(thread)] + extraKeys
+    }
+
     private func run(
         _ script: RedisScript, kind: String, thread: UUID, extraKeys: [String], arguments: [RedisArgument]
     ) async throws(DependencyUnavailable) -> RESPValue {
@@ -193,7 +198,7 @@ public struct FramePublisher: Sendable {
             Self.durations[kind].record(since: start)
         }
         do {
-            return try await redis.evalForRequest(script, keys: [keys.channel(thread), keys.log(thread)] + extraKeys, arguments: arguments)
+            return try await redis.evalForRequest(script, keys: scriptKeys(thread, extraKeys), arguments: arguments)
         } catch {
             span.recordError(error)
             span.setStatus(.init(code: .error))
