@@ -2,6 +2,7 @@
 #include "ccurl.h"
 
 #include <pthread.h>
+#include <sys/socket.h>
 
 #include <stdlib.h>
 #include <string.h>
@@ -117,6 +118,16 @@ static size_t header_callback(char *bytes, size_t size, size_t count, void *user
     return buffer_append(&transfer->response_headers, bytes, total) ? total : 0;
 }
 
+/*
+ * libcurl 7.88 opens its sockets without close-on-exec: a process started while a transfer runs would inherit the
+ * connection and keep it open after curl closes it (a cancelled request's server never sees the hang-up).
+ */
+static curl_socket_t open_cloexec_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *address) {
+    (void)clientp;
+    (void)purpose;
+    return socket(address->family, address->socktype | SOCK_CLOEXEC, address->protocol);
+}
+
 ccurl_transfer *ccurl_transfer_create(void) {
     ccurl_transfer *transfer = calloc(1, sizeof(ccurl_transfer));
     if (transfer == NULL) return NULL;
@@ -127,6 +138,7 @@ ccurl_transfer *ccurl_transfer_create(void) {
     }
     if (curl_easy_setopt(transfer->easy, CURLOPT_NOSIGNAL, 1L) != CURLE_OK
         || curl_easy_setopt(transfer->easy, CURLOPT_ERRORBUFFER, transfer->error) != CURLE_OK
+        || curl_easy_setopt(transfer->easy, CURLOPT_OPENSOCKETFUNCTION, open_cloexec_socket) != CURLE_OK
         || ccurl_easy_setopt_write_callback(transfer->easy, body_callback, transfer) != CURLE_OK
         || ccurl_easy_setopt_header_callback(transfer->easy, header_callback, transfer) != CURLE_OK) {
         ccurl_transfer_destroy(transfer);

@@ -16,7 +16,7 @@ private let claimedPorts = Mutex<Set<Int>>([])
 /// window is small enough for tests.
 public func freeTCPPort() -> Int {
     while true {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         precondition(fd >= 0, "socket() failed")
         defer { close(fd) }
         guard let port = bindToLoopback(fd) else { preconditionFailure("bind() failed") }
@@ -52,7 +52,7 @@ public final class RefusingPort: Sendable {
     private let fd: Int32
 
     public init() {
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         precondition(fd >= 0, "socket() failed")
         guard let port = bindToLoopback(fd) else { preconditionFailure("bind() failed") }
         self.port = port

@@ -473,7 +473,7 @@ public final class RedisCluster: Sendable {
 
     /// Whether `port` on 127.0.0.1 can be bound right now (no SO_REUSEADDR: a port in TIME_WAIT counts as taken).
     private static func isFree(_ port: Int) -> Bool {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { return false }
         defer { close(fd) }
         var address = sockaddr_in()

@@ -6,7 +6,7 @@ import Glibc
 import Darwin
 #endif
 
-/// A tiny HTTP/1.1 server for tests: blocking POSIX sockets, one thread per connection,
+/// A tiny HTTP/1.1 server for tests: blocking POSIX sockets (close-on-exec), one thread per connection,
 /// `Connection: close` after every response.
 ///
 /// `@unchecked Sendable`: the mutable state is guarded by `lock`; the listening descriptor is set in `init`.
@@ -55,7 +55,7 @@ public final class TestHTTPServer: @unchecked Sendable {
 
     public init(handler: @escaping Handler) throws {
         self.handler = handler
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw ServerError.socket(errno) }
         var one: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
@@ -95,6 +95,7 @@ public final class TestHTTPServer: @unchecked Sendable {
                 if errno == EINTR { continue }
                 return
             }
+            _ = fcntl(client, F_SETFD, FD_CLOEXEC)  // (Glibc's Swift overlay has no accept4)
             lock.withLock {
                 _open += 1
                 _maxOpen = max(_maxOpen, _open)

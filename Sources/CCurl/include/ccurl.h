@@ -29,7 +29,8 @@ int ccurl_multi_info_read_done(CURLM *multi, CURL **easy, CURLcode *result);
 /* ---- transfer: an easy handle with C-side buffers ---- */
 typedef struct ccurl_transfer ccurl_transfer;
 
-/* Creates an easy handle with NOSIGNAL, the error buffer and the body/header callbacks set. NULL on failure. */
+/* Creates an easy handle with NOSIGNAL, close-on-exec sockets, the error buffer and the body/header callbacks set.
+   NULL on failure. */
 ccurl_transfer *ccurl_transfer_create(void);
 /* Frees the header list, buffers and the easy handle (which must not be in a multi handle any more). */
 void ccurl_transfer_destroy(ccurl_transfer *transfer);
