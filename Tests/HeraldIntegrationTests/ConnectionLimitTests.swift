@@ -179,6 +179,27 @@ struct ConnectionLimitTests {
         }
     }
 
+    @Test("a second node started on a node's port fails with 'address in use' instead of sharing it; the first serves on")
+    func portTaken() async throws {
+        try await withStack { stack in
+            let api = stack.api()
+            let thread = try await api.createThread()
+            let stream = try await api.openStream(thread)
+            try await stream.waitForComment(containing: "connected")
+
+            let second = try ChildProcess.start(builtProduct("herald"), ["serve"], environment: stack.node.environment)
+            let status = try await second.waitForExit(timeout: .seconds(30))
+            #expect(status != 0)
+            #expect(second.log().contains("Address already in use"), "\(second.logTail())")
+
+            // Every connection still reaches the first node (none was accepted by the second while it lived).
+            for _ in 0..<20 { #expect(try await api.request("GET", "/healthz").status == 200) }
+            _ = try await api.send(thread, "after the second node")
+            let events = try await stream.waitForEvents(count: 1)
+            #expect(events[0].type == "message_update")
+        }
+    }
+
     @Test("malformed heads get JSON: 431 for an oversized head, 405 for an unknown method, 400 for CL with TE")
     func malformedHeads() async throws {
         try await withStack { stack in

@@ -9,13 +9,17 @@ import NIOHTTP1
 import NIOPosix
 import ServiceLifecycle
 
-/// Herald's public listener, in place of Hummingbird's `Server`: it accepts connections on the event loops and sets
-/// each one up (`LimitedHTTPChannel`) right there, and only a connection that Hummingbird serves gets a task.
+/// Herald's public listener, in place of Hummingbird's `Server`: a listening socket per event loop, each accepting
+/// connections that stay on its loop, where `LimitedHTTPChannel` sets each one up; only a connection that Hummingbird
+/// serves gets a task.
 ///
 /// Why: Hummingbird's server hands every accepted connection, through an async sequence, to a task of its own,
-/// which for a stream (or an engine's webhooks) only waits to learn that it is not needed. For opening streams that
-/// hand-over was a fifth of the CPU (the sequence's locking, a wake-up of a concurrency thread per connection,
-/// futures on the accepting loop).
+/// which for a stream (or an engine's webhooks) only waits to learn that it is not needed; that hand-over was a fifth
+/// of the CPU of opening a stream. And with one listening socket, the loop that accepts hands every other connection
+/// to another loop and waits for its registration there (two cross-thread wake-ups per connection, and another at its
+/// close for the list of open connections). The sockets share the port through `SO_REUSEPORT`; the kernel spreads
+/// the connections over them. So that a second process cannot share the port unnoticed (the option lets any socket
+/// of the same user join), the port is first bound without it, which fails if anything listens there.
 ///
 /// Shutdown is Hummingbird's: on a graceful shutdown it stops accepting, tells every open connection to quiesce
 /// (`ChannelShouldQuiesceEvent`: streams end, HTTP connections close after their request) and returns once they have
@@ -28,12 +32,56 @@ struct HTTPListener: Service {
     let logger: Logger
 
     func run() async throws {
-        let quiescing = ServerQuiescingHelper(group: eventLoopGroup)
+        let loops = Array(eventLoopGroup.makeIterator())
+        if port != 0 { try await Self.claim(host: host, port: port, on: loops[0]) }
+        var listeners = [try await listen(on: loops[0], port: port)]
+        let boundPort = listeners[0].port
+        for loop in loops.dropFirst() {
+            do {
+                listeners.append(try await listen(on: loop, port: boundPort))
+            } catch {
+                for listener in listeners { try? await listener.channel.close() }
+                throw error
+            }
+        }
+        logger.info("Server started and listening on \(host):\(boundPort)")
+        let allClosed = eventLoopGroup.any().makePromise(of: Void.self)
+        let shutDown: @Sendable () -> Void = { [listeners] in
+            let everyListener = listeners.map { listener in
+                let closed = listener.channel.eventLoop.makePromise(of: Void.self)
+                listener.quiescing.initiateShutdown(promise: closed)
+                return closed.futureResult
+            }
+            allClosed.completeWith(EventLoopFuture.andAllComplete(everyListener, on: allClosed.futureResult.eventLoop))
+        }
+        // A listening socket that closes on its own (it should not) ends the service too.
+        for listener in listeners { listener.channel.closeFuture.whenComplete { _ in shutDown() } }
+        try await withTaskCancellationHandler {
+            try await withGracefulShutdownHandler {
+                try await allClosed.futureResult.get()
+            } onGracefulShutdown: {
+                shutDown()
+            }
+        } onCancel: {
+            allClosed.fail(CancellationError())
+        }
+    }
+
+    private struct Listener: Sendable {
+        let channel: any Channel
+        let quiescing: ServerQuiescingHelper
+        var port: Int { channel.localAddress?.port ?? 0 }
+    }
+
+    /// A listening socket on `loop` whose connections stay on `loop`.
+    private func listen(on loop: any EventLoop, port: Int) async throws -> Listener {
+        let quiescing = ServerQuiescingHelper(group: loop)
         let connections = self.connections
         let logger = self.logger
-        let server = try await ServerBootstrap(group: eventLoopGroup)
+        let channel = try await ServerBootstrap(group: loop)
             .serverChannelOption(ChannelOptions.backlog, value: 256)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelOption(ChannelOptions.socketOption(NIOBSDSocket.Option(rawValue: SO_REUSEPORT)), value: 1)
             .serverChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(quiescing.makeServerChannelHandler(channel: channel))
@@ -47,19 +95,17 @@ struct HTTPListener: Service {
             }
             .bind(host: host, port: port)
             .get()
-        logger.info("Server started and listening on \(host):\(server.localAddress?.port ?? port)")
-        let allClosed = server.eventLoop.makePromise(of: Void.self)
-        // A listening socket that closes on its own (it should not) ends the service too.
-        server.closeFuture.whenComplete { _ in quiescing.initiateShutdown(promise: allClosed) }
-        try await withTaskCancellationHandler {
-            try await withGracefulShutdownHandler {
-                try await allClosed.futureResult.get()
-            } onGracefulShutdown: {
-                quiescing.initiateShutdown(promise: allClosed)
-            }
-        } onCancel: {
-            allClosed.fail(CancellationError())
-        }
+        return Listener(channel: channel, quiescing: quiescing)
+    }
+
+    /// Binds `host:port` without `SO_REUSEPORT` and lets it go: fails (address in use) if anything listens there,
+    /// a Herald node with its shared sockets included.
+    private static func claim(host: String, port: Int, on loop: any EventLoop) async throws {
+        let probe = try await ServerBootstrap(group: loop)
+            .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+            .bind(host: host, port: port)
+            .get()
+        try await probe.close()
     }
 }
 
