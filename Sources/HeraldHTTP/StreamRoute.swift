@@ -128,6 +128,8 @@ struct StreamRoute {
 
     private static let opened = Counter(label: "herald_sse_connections_total")
     private static let openedOnLoop = Counter(label: "herald_sse_opened_on_loop_total")
+    /// Of those, the ones whose connection never got an HTTP pipeline (`LeanStreamHandler`).
+    static let openedWithoutPipeline = Counter(label: "herald_sse_opened_without_pipeline_total")
     private static let disconnects = MetricHandles { Counter(label: "herald_sse_disconnects_total", dimensions: [("reason", $0)]) }
 
     /// Counts a stream's end, except the usual one (the client left).

@@ -75,6 +75,24 @@ struct StreamRequestTests {
         #expect(StreamRequest(head: ByteBuffer(string: "GET /chats/sse/x HTTP/1.1\r\nX-Filler: \(filler)\r\n\r\n")) == nil)
     }
 
+    @Test("a stream request's head in pieces: every start of it waits for more, the whole is complete; anything else is not waited for")
+    func headProgress() {
+        let head = Array("GET /chats/sse/\(Self.thread) HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer t0k\r\n\r\n".utf8)
+        for end in 1..<head.count {
+            #expect(StreamRequest.progress(of: ByteBuffer(bytes: head[..<end])) == .incomplete, "\(end) bytes")
+        }
+        #expect(StreamRequest.progress(of: ByteBuffer(bytes: head)) == .complete)
+        #expect(StreamRequest(head: ByteBuffer(bytes: head)) == StreamRequest(target: "/chats/sse/\(Self.thread)", authorization: "Bearer t0k"))
+        // What follows a complete head is `init(head:)`'s to decline.
+        #expect(StreamRequest.progress(of: ByteBuffer(bytes: head + Array("GET /".utf8))) == .complete)
+
+        for other in ["P", "GET /h", "GET /healthz HTTP/1.1\r\n", "POST /webhook/chat-response HTTP/1.1\r\n\r\n", "\r\n"] {
+            #expect(StreamRequest.progress(of: ByteBuffer(string: other)) == .other, "\(other.debugDescription)")
+        }
+        let filler = String(repeating: "a", count: StreamRequest.maxHeadBytes)
+        #expect(StreamRequest.progress(of: ByteBuffer(string: "GET /chats/sse/x HTTP/1.1\r\nX-Filler: \(filler)")) == .other)
+    }
+
     /// Random damage to plain requests: every one still taken is read exactly as the decoder reads it.
     @Test("damaged requests: whatever is taken, the decoder reads the same")
     func damaged() throws {

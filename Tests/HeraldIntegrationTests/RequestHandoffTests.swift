@@ -290,7 +290,7 @@ struct RequestHandoffTests {
         }
     }
 
-    @Test("a plain stream request in one piece (opened with no HTTP pipeline) and in pieces (through the pipeline): the same head, frames and end")
+    @Test("a plain stream request in one piece, in pieces (both opened with no HTTP pipeline) and after another request (through the pipeline): the same head, frames and end")
     func leanAndFullPipelineStreams() async throws {
         try await withStack { stack in
             let api = stack.api()
@@ -306,27 +306,44 @@ struct RequestHandoffTests {
             try await inPieces.send(String(request[..<middle]))
             try await Task.sleep(for: .milliseconds(100))
             try await inPieces.send(String(request[middle...]))
-            for connection in [lean, inPieces] {
+            let afterHealth = try await RawConnection.open(port: stack.node.port)
+            try await afterHealth.send("GET /healthz HTTP/1.1\r\nHost: herald\r\n\r\n")
+            #expect(await afterHealth.waitForReceived(containing: "HTTP/1.1 200", timeout: .seconds(10)))
+            try await afterHealth.send(request)
+            let connections = [lean, inPieces, afterHealth]
+            for connection in connections {
                 #expect(await connection.waitForReceived(containing: ": connected", timeout: .seconds(10)))
             }
-            // Both opened on the loop (the thread is watched here), one of them without the pipeline.
-            #expect(try await api.metric("herald_sse_opened_on_loop_total") == 2)
+            // All opened on the loop (the thread is watched here), two of them without the pipeline.
+            #expect(try await api.metric("herald_sse_opened_on_loop_total") == 3)
+            #expect(try await api.metric("herald_sse_opened_without_pipeline_total") == 2)
 
             let sent = try await api.send(thread, "[[silent]] lean or not")
             for index in 0..<3 { #expect(try await api.delta(run: sent.run, index: index, "token \(index)").status == 200) }
             #expect(try await api.request("DELETE", "/chats/\(thread)").status == 204)
-            for connection in [lean, inPieces] {
+            for connection in connections {
                 #expect(await connection.waitForClose(timeout: .seconds(10)))
             }
             let (leanHead, leanEvents) = try Self.stream(lean.receivedBytes)
-            let (head, events) = try Self.stream(inPieces.receivedBytes)
-            #expect(leanHead == head)
             #expect(leanHead.hasPrefix("HTTP/1.1 200 OK\r\n"), "\(leanHead)")
             #expect(leanHead.lowercased().contains("content-type: text/event-stream\r\n"))
-            #expect(leanEvents == events)
             #expect(leanEvents.compactMap { $0.type == "delta" ? $0.data : nil }.count == 3)
             #expect(leanEvents.last?.type == "thread_deleted")
+            for received in [inPieces.receivedBytes, try Self.afterFirstResponse(afterHealth.receivedBytes)] {
+                let (head, events) = try Self.stream(received)
+                #expect(head == leanHead)
+                #expect(events == leanEvents)
+            }
         }
+    }
+
+    /// What a connection received after its first response (one with a `Content-Length`).
+    static func afterFirstResponse(_ received: [UInt8]) throws -> [UInt8] {
+        let headEnd = try #require(received.firstRange(of: Array("\r\n\r\n".utf8)))
+        let head = String(decoding: received[..<headEnd.lowerBound], as: UTF8.self).lowercased()
+        let lengthLine = try #require(head.split(separator: "\r\n").first { $0.hasPrefix("content-length:") })
+        let length = try #require(Int(lengthLine.dropFirst("content-length:".count).trimmingCharacters(in: .whitespaces)))
+        return Array(received[(headEnd.upperBound + length)...])
     }
 
     /// A chunked event stream as received: its head, and its events read by the test's own SSE parser from the

@@ -88,6 +88,13 @@ struct HTTPListener: Service {
                 }
             }
             .childChannelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
+            // A channel keeps its last read buffer for the next read, and a stream's client sends nothing after its
+            // request: 1 KiB to start with (NIO's default is 2) holds a typical stream request's head, and every open
+            // stream holds 1 KiB less. A longer head comes in more reads (`LeanStreamHandler` gathers them); the
+            // buffer grows for connections that send more.
+            .childChannelOption(
+                ChannelOptions.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 1024, maximum: 65536)
+            )
             .childChannelInitializer { channel in
                 connections.setup(channel: channel, logger: logger).map { connection in
                     connections.serveWhenNeeded(connection, logger: logger)

@@ -1,14 +1,15 @@
 import HeraldCore
 import HTTPTypes
+import Metrics
 import NIOCore
 
 /// The only handler of a served HTTP/1.1 connection until its first request has arrived. If that request is a
-/// stream the node can open at once (`StreamRequest(head:)` reads its bytes, `StreamRoute.openNow` opens it),
-/// the connection becomes that stream with no HTTP handler at all: this handler writes the response head and,
-/// when the stream ends, the last chunk, and a `StreamOutlet` behind it writes the frames. Anything else (another
-/// request, a head in pieces, anything `StreamRequest` declines or the open refuses) gets the full HTTP pipeline
-/// (`LimitedHTTPChannel`'s, with `RequestHandoff`), which is handed the bytes as they arrived, and this handler
-/// leaves.
+/// stream the node can open at once (`StreamRequest(head:)` reads its bytes, gathered if they come in pieces;
+/// `StreamRoute.openNow` opens it), the connection becomes that stream with no HTTP handler at all: this handler
+/// writes the response head and, when the stream ends, the last chunk, and a `StreamOutlet` behind it writes the
+/// frames. Anything else (another request, anything `StreamRequest` declines or the open refuses) gets the full
+/// HTTP pipeline (`LimitedHTTPChannel`'s, with `RequestHandoff`), which is handed the bytes as they arrived, and
+/// this handler leaves.
 ///
 /// Why: most connections to a hub are streams, and opening one through the HTTP pipeline cost more than the open
 /// itself (adding nine handlers, decoding the head into NIO's and then HTTPTypes' parts, encoding the response
@@ -23,7 +24,8 @@ final class LeanStreamHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias FullPipeline = (_ channel: any Channel, _ firstHeadDue: NIODeadline?) throws -> Void
 
     private enum State {
-        case awaitingRequest
+        /// With what arrived so far of a head that may be a plain stream request's (TCP and TLS may split it).
+        case awaitingRequest(ByteBuffer?)
         case streaming(StreamConnection)
         /// The full pipeline has the connection; this handler is on its way out.
         case passed
@@ -35,7 +37,7 @@ final class LeanStreamHandler: ChannelInboundHandler, RemovableChannelHandler {
     private let handoff: RequestHandoff
     private let limits: ConnectionLimits
     private let fullPipeline: FullPipeline
-    private var state = State.awaitingRequest
+    private var state = State.awaitingRequest(nil)
     private var context: ChannelHandlerContext?
     private var headClock: (due: NIODeadline, timer: Scheduled<Void>)?
 
@@ -84,15 +86,31 @@ final class LeanStreamHandler: ChannelInboundHandler, RemovableChannelHandler {
             return
         case .passed:
             context.fireChannelRead(data)
-        case .awaitingRequest:
-            headClock?.timer.cancel()
-            let bytes = unwrapInboundIn(data)
-            if let request = StreamRequest(head: bytes),
-               let (response, stream) = runner.openStreamNow?(request, context.channel, runner.logger) {
-                begin(response, stream, context: context)
-            } else {
-                passToFullPipeline(bytes, context: context)
+        case .awaitingRequest(let earlier):
+            var bytes = unwrapInboundIn(data)
+            if var earlier {
+                earlier.writeImmutableBuffer(bytes)
+                bytes = earlier
             }
+            switch StreamRequest.progress(of: bytes) {
+            case .incomplete:
+                // Kept in a buffer of its own, so that the channel reuses its read buffer. The head's clock, started
+                // at the accept, goes on.
+                var kept = context.channel.allocator.buffer(capacity: bytes.readableBytes + 512)
+                kept.writeImmutableBuffer(bytes)
+                state = .awaitingRequest(kept)
+                return
+            case .complete:
+                headClock?.timer.cancel()
+                if let request = StreamRequest(head: bytes),
+                   let (response, stream) = runner.openStreamNow?(request, context.channel, runner.logger) {
+                    begin(response, stream, context: context)
+                    return
+                }
+            case .other:
+                headClock?.timer.cancel()
+            }
+            passToFullPipeline(bytes, context: context)
         }
     }
 
@@ -100,6 +118,7 @@ final class LeanStreamHandler: ChannelInboundHandler, RemovableChannelHandler {
     private func begin(_ response: HTTPResponse, _ stream: StreamConnection, context: ChannelHandlerContext) {
         state = .streaming(stream)
         handoff.fateIs(.stream)
+        StreamRoute.openedWithoutPipeline.increment()
         context.write(wrapOutboundOut(Self.chunkedHead(response, allocator: context.channel.allocator)), promise: nil)
         (try? context.pipeline.syncOperations.handler(type: StreamOutlet.self))?.headWritten()
         context.flush()

@@ -40,6 +40,34 @@ struct StreamRequest: Equatable {
     /// The longest head read from raw bytes; a longer one is the decoder's.
     static let maxHeadBytes = 8 * 1024
 
+    /// How far a connection's first bytes are from a head `init(head:)` could take.
+    enum HeadProgress: Equatable {
+        /// They end a head (they hold its blank line): `init(head:)` decides.
+        case complete
+        /// They may be the start of a stream request's head: more is to come.
+        case incomplete
+        /// They are not the start of a stream request's head, or they are too long for one.
+        case other
+    }
+
+    static func progress(of bytes: ByteBuffer) -> HeadProgress {
+        bytes.withUnsafeReadableBytes { bytes in
+            guard bytes.count <= maxHeadBytes, zip(bytes, requestLineStart).allSatisfy({ $0 == $1 }) else { return .other }
+            return bytes.count >= requestLineStart.count && containsBlankLine(bytes) ? .complete : .incomplete
+        }
+    }
+
+    /// Whether `bytes` hold CR LF CR LF. (A loop: the standard library's `firstRange(of:)`, unspecialised here,
+    /// looked up generic metadata on every call and doubled the CPU of an open.)
+    private static func containsBlankLine(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        var index = 3
+        while index < bytes.count {
+            if bytes[index] == .lf, bytes[index - 1] == .cr, bytes[index - 2] == .lf, bytes[index - 3] == .cr { return true }
+            index += 1
+        }
+        return false
+    }
+
     private static let requestLineStart = Array("GET \(StreamRoute.pathPrefix)".utf8)
     private static let version = Array(" HTTP/1.1\r\n".utf8)
 
