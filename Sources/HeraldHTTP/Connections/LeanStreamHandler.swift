@@ -24,8 +24,7 @@ final class LeanStreamHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias FullPipeline = (_ channel: any Channel, _ firstHeadDue: NIODeadline?) throws -> Void
 
     private enum State {
-        /// With what arrived so far of a head that may be a plain stream request's (TCP and TLS may split it).
-        case awaitingRequest(ByteBuffer?)
+        case awaitingRequest
         case streaming(StreamConnection)
         /// The full pipeline has the connection; this handler is on its way out.
         case passed
@@ -37,7 +36,9 @@ final class LeanStreamHandler: ChannelInboundHandler, RemovableChannelHandler {
     private let handoff: RequestHandoff
     private let limits: ConnectionLimits
     private let fullPipeline: FullPipeline
-    private var state = State.awaitingRequest(nil)
+    private var state = State.awaitingRequest
+    /// What arrived so far of a head that may be a plain stream request's, when TCP or TLS split it.
+    private var headSoFar: ByteBuffer?
     private var context: ChannelHandlerContext?
     private var headClock: (due: NIODeadline, timer: Scheduled<Void>)?
 
@@ -86,19 +87,20 @@ final class LeanStreamHandler: ChannelInboundHandler, RemovableChannelHandler {
             return
         case .passed:
             context.fireChannelRead(data)
-        case .awaitingRequest(let earlier):
-            var bytes = unwrapInboundIn(data)
-            if var earlier {
-                earlier.writeImmutableBuffer(bytes)
-                bytes = earlier
-            }
+        case .awaitingRequest:
+            let arrived = unwrapInboundIn(data)
+            var gathered = headSoFar.take()
+            gathered?.writeImmutableBuffer(arrived)
+            let bytes = gathered ?? arrived
             switch StreamRequest.progress(of: bytes) {
             case .incomplete:
-                // Kept in a buffer of its own, so that the channel reuses its read buffer. The head's clock, started
-                // at the accept, goes on.
-                var kept = context.channel.allocator.buffer(capacity: bytes.readableBytes + 512)
-                kept.writeImmutableBuffer(bytes)
-                state = .awaitingRequest(kept)
+                // A first piece is copied into a buffer of its own, so that the channel reuses its read buffer. The
+                // head's clock, started at the accept, goes on.
+                if gathered == nil {
+                    gathered = context.channel.allocator.buffer(capacity: arrived.readableBytes + 512)
+                    gathered?.writeImmutableBuffer(arrived)
+                }
+                headSoFar = gathered
                 return
             case .complete:
                 headClock?.timer.cancel()
