@@ -337,6 +337,40 @@ struct RequestHandoffTests {
         }
     }
 
+    @Test("a stream client that hangs up gets no last chunk, whether its stream has a pipeline or not, and is forgotten")
+    func hangUpGetsNoLastChunk() async throws {
+        try await withStack { stack in
+            let api = stack.api()
+            let thread = try await api.createThread()
+            let watching = try await api.openStream(thread)
+            try await watching.waitForComment(containing: "connected")
+            let request = "GET /chats/sse/\(thread) HTTP/1.1\r\nHost: herald\r\nAuthorization: Bearer \(try #require(api.token))\r\n\r\n"
+            let lean = try await RawConnection.open(port: stack.node.port)
+            try await lean.send(request)
+            let afterHealth = try await RawConnection.open(port: stack.node.port)
+            try await afterHealth.send("GET /healthz HTTP/1.1\r\nHost: herald\r\n\r\n")
+            #expect(await afterHealth.waitForReceived(containing: "HTTP/1.1 200", timeout: .seconds(10)))
+            try await afterHealth.send(request)
+            for connection in [lean, afterHealth] {
+                #expect(await connection.waitForReceived(containing: ": connected", timeout: .seconds(10)))
+            }
+            #expect(try await api.metric("herald_sse_opened_without_pipeline_total") == 1)
+            #expect(try await api.metric("herald_sse_connections") == 3)
+
+            // FIN, reading on: the server closes, and writes nothing after the preamble it had sent.
+            for connection in [lean, afterHealth] {
+                let before = connection.receivedBytes.count
+                try await connection.shutdownOutput()
+                #expect(await connection.waitForClose(timeout: .seconds(10)))
+                #expect(connection.receivedBytes.count == before, "\(connection.received)")
+                #expect(!connection.received.hasSuffix("0\r\n\r\n"))
+            }
+            try await eventually(timeout: .seconds(5), "the two streams forgotten") {
+                try await api.metric("herald_sse_connections") == 1
+            }
+        }
+    }
+
     /// What a connection received after its first response (one with a `Content-Length`).
     static func afterFirstResponse(_ received: [UInt8]) throws -> [UInt8] {
         let headEnd = try #require(received.firstRange(of: Array("\r\n\r\n".utf8)))

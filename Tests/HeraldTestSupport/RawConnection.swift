@@ -83,6 +83,11 @@ public final class RawConnection: Sendable {
     /// Every byte received so far.
     public var receivedBytes: [UInt8] { state.withLockedValue { $0 } }
 
+    /// Sends FIN and goes on reading: the client hung up as far as the server can tell.
+    public func shutdownOutput() async throws {
+        try await channel.close(mode: .output).get()
+    }
+
     public func close() async {
         try? await channel.close().get()
     }

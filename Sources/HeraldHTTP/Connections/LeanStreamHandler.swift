@@ -127,14 +127,17 @@ final class LeanStreamHandler: ChannelInboundHandler, RemovableChannelHandler {
         let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
         stream.whenFinished { reason in
             StreamRoute.count(reason)
-            handler.value.endStream()
+            handler.value.endStream(reason)
         }
     }
 
-    /// The stream ended: the response's last chunk, and the connection closes.
-    private func endStream() {
+    /// The stream ended: the response's last chunk (not to a client that hung up: it would only draw a reset),
+    /// and the connection closes.
+    private func endStream(_ reason: StreamConnection.EndReason) {
         guard let context else { return }
-        context.writeAndFlush(wrapOutboundOut(ByteBuffer(staticString: "0\r\n\r\n")), promise: nil)
+        if reason != .clientGone {
+            context.writeAndFlush(wrapOutboundOut(ByteBuffer(staticString: "0\r\n\r\n")), promise: nil)
+        }
         context.close(promise: nil)
     }
 

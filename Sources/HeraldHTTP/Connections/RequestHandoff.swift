@@ -370,7 +370,7 @@ final class RequestHandoff: ChannelDuplexHandler, RemovableChannelHandler {
         let handoff = NIOLoopBound(self, eventLoop: context.eventLoop)
         stream.whenFinished { reason in
             StreamRoute.count(reason)
-            handoff.value.endStream()
+            handoff.value.endStream(reason)
         }
     }
 
@@ -404,10 +404,12 @@ final class RequestHandoff: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    private func endStream() {
+    /// The stream ended: the response's end (not to a client that hung up: it would only draw a reset), and the
+    /// connection closes.
+    private func endStream(_ reason: StreamConnection.EndReason) {
         stream = nil
         guard let context else { return }
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        if reason != .clientGone { context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil) }
         context.close(promise: nil)
     }
 
