@@ -363,6 +363,11 @@ server_us_per_frame() { # NAME [COUNT_KEY]: (server + Redis + PostgreSQL CPU sec
         if (c == "-" || f == "-" || f + 0 == 0) { print "-"; exit }
         printf "%.2f", (c + (r == "-" ? 0 : r) + (p == "-" ? 0 : p)) / f * 1e6 }'
 }
+server_us_per_open() { # NAME: the server's CPU while the streams opened, per stream, µs (Redis not counted)
+    local cpu connections
+    cpu=$(median herald_cpu_open_s "$1"); connections=$(median connections "$1")
+    awk -v c="$cpu" -v n="$connections" 'BEGIN { if (c == "-" || n == "-" || n + 0 == 0) print "-"; else printf "%.1f", c / n * 1e6 }'
+}
 if ((BENCH_NCHAN == 1)); then
     {
         echo "Herald / Nchan, medians of $RUNS runs (< 1: Herald ahead, except frames/s: > 1)"
@@ -371,7 +376,7 @@ if ((BENCH_NCHAN == 1)); then
         for entry in "${selected[@]}"; do
             name=${entry%%|*}
             if [[ ${entry#*|} == *--connections-only* ]]; then
-                figures="open_s kib_per_connection"
+                figures="open_s server_us_per_open kib_per_connection"
             elif [[ $name == vs-publish ]]; then
                 figures="server_us_per_publish webhooks_per_s p50_ms p99_ms"
             elif [[ $name == vs-threads-* ]]; then
@@ -384,6 +389,8 @@ if ((BENCH_NCHAN == 1)); then
                     h=$(server_us_per_frame "$name"); n=$(server_us_per_frame "nchan-$name")
                 elif [[ $figure == server_us_per_publish ]]; then
                     h=$(server_us_per_frame "$name" accepted); n=$(server_us_per_frame "nchan-$name" accepted)
+                elif [[ $figure == server_us_per_open ]]; then
+                    h=$(server_us_per_open "$name"); n=$(server_us_per_open "nchan-$name")
                 else
                     h=$(median "$figure" "$name"); n=$(median "$figure" "nchan-$name")
                 fi
