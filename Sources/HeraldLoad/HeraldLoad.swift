@@ -29,8 +29,10 @@ struct HeraldLoad: AsyncParsableCommand {
 
             Plain pub/sub (--subscribe-path and --publish-path): the same measurement against any hub, Nchan \
             say, for a side-by-side comparison: subscribers GET the subscribe path (open once the 200 head is in), \
-            deltas are POSTed to the publish path as {"delta": "<index>:<send time>:<padding>"} (any 2xx is \
-            accepted) and read from any event's data. No user token or webhook credential is used. --pid-tree \
+            deltas are POSTed to the publish path as the data of Herald's delta frame, {"delta": \
+            "<index>:<send time>:<padding>", "index": …, "message_id": …, "run_id": …, "thread_id": …} with \
+            made-up ids, and event name delta (X-EventSource-Event), so both hubs deliver the same frames (any 2xx \
+            is accepted), and read from any event's data. No user token or webhook credential is used. --pid-tree \
             sums CPU and RSS over the server's process tree (nginx's master and its workers).
 
             The last line of output is `RESULT key=value ...` for scripts. Exit status 1 when a frame was \

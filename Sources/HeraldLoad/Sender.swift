@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import NIOHTTP1
 import Synchronization
@@ -81,10 +82,10 @@ enum Sender {
                 let delta = "\(index):\(sent):\(padding)"
                 let body = ByteBuffer(
                     string: webhook.plain
-                        ? #"{"delta":"\#(delta)"}"#
+                        ? PlainDelta.body(delta, index: index)
                         : #"{"run_id":"\#(runID)","event":"delta","index":\#(index),"delta":"\#(delta)"}"#
                 )
-                let headers = webhook.signer?.headers(index: index, body: body) ?? []
+                let headers = webhook.plain ? PlainDelta.headers : webhook.signer?.headers(index: index, body: body) ?? []
                 let reply = try await HTTP.exchange(
                     .POST, webhook.uri, json: body, host: host, headers: headers, inbound: &iterator, outbound: outbound
                 )
@@ -113,4 +114,21 @@ enum Sender {
             return report
         }
     }
+}
+
+/// What plain mode publishes: the frame Herald sends for a delta, as a chat app on another hub would publish it, so
+/// that both hubs deliver the same frames: Herald's `delta` data (the text, its index, and made-up ids of the
+/// message, run and thread, fixed for the run) as the message, and `delta` as its event name (Nchan's
+/// `X-EventSource-Event`).
+enum PlainDelta {
+    static func body(_ delta: String, index: Int) -> String {
+        #"{"delta":"\#(delta)","index":\#(index),"message_id":"\#(ids.message)","run_id":"\#(ids.run)","thread_id":"\#(ids.thread)"}"#
+    }
+
+    static let headers = [("X-EventSource-Event", "delta")]
+
+    /// Random, in the form of Herald's ids (lower-case UUIDs).
+    private static let ids = (
+        message: UUID().uuidString.lowercased(), run: UUID().uuidString.lowercased(), thread: UUID().uuidString.lowercased()
+    )
 }

@@ -51,7 +51,7 @@ struct WebhookTarget: Sendable {
     /// Path and query of the webhook route, e.g. `/webhook/chat-response?run_id=…&token=…`.
     let uri: String
     let signer: WebhookSigner?
-    /// Plain pub/sub mode: the body is just the delta, and any 2xx means accepted.
+    /// Plain pub/sub mode: the body is `PlainDelta`'s, and any 2xx means accepted.
     var plain = false
 
     /// The callback URL Herald gave the demo agent for `thread`'s run, read from the agent's `GET /runs`
