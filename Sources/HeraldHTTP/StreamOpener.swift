@@ -11,6 +11,8 @@ struct StreamOpener: Sendable {
     let hub: FanoutHub
     let replayer: LogReplayer
     let configuration: HeraldConfiguration
+    /// Opens the whole way in flight, which `StreamRoute.openNow` lets streams of the same thread wait for.
+    let openings = ThreadOpenings()
 
     /// Where a client that sent `lastEventID` (a `Last-Event-ID`) is; `0` means from the start of the log.
     static func start(lastEventID text: String?) -> StreamConnection.Start {
@@ -31,6 +33,8 @@ struct StreamOpener: Sendable {
         quota: FanoutHub.UserQuota?, channel: any Channel, logger: Logger,
         attach: @escaping @Sendable (StreamConnection) throws -> any StreamSink
     ) async throws -> StreamConnection {
+        openings.begin(thread)
+        defer { openings.end(thread) }
         // A thread watched here already needs no PostgreSQL read: its owner never changes, and its deletion
         // reaches this node's subscription.
         if let owner = hub.knownOwner(of: thread) {

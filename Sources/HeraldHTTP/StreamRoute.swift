@@ -44,38 +44,55 @@ struct StreamRoute {
         }
     }
 
+    /// What opening a stream on its connection's event loop came to.
+    enum OpenNow {
+        case opened(HTTPResponse, StreamConnection)
+        /// Another stream of the thread is opening the whole way (`ThreadOpenings`): asked again once that is over
+        /// (the future, on the connection's loop), this one most likely opens on the loop.
+        case afterOpening(EventLoopFuture<Void>)
+        /// Not on the loop: the router opens it, or answers what is wrong.
+        case declined
+    }
+
     /// `stream` without suspending, for a request on its connection's event loop: a thread a stream on this node
     /// watches already (`StreamOpener.openNow`), asked for with a token verified a moment ago (in the
     /// `Authorization` header or the `access_token` query parameter), no `Origin` (CORS) and valid parameters,
     /// while the node is not draining. What the router's middleware would record, it records (the stream count,
-    /// the debug line). nil for anything else, with nothing opened: the request then goes through the router,
-    /// which opens it the whole way or answers what is wrong.
-    func openNow(_ request: StreamRequest, channel: any Channel, logger: Logger) -> (HTTPResponse, StreamConnection)? {
+    /// the debug line). Declined, with nothing opened, for anything else: the request then goes through the
+    /// router, which opens it the whole way or answers what is wrong.
+    func openNow(_ request: StreamRequest, channel: any Channel, logger: Logger) -> OpenNow {
         let start = ContinuousClock.now
-        guard !drain.isDraining else { return nil }
+        guard !drain.isDraining else { return .declined }
         let uri = URI(request.target)
-        guard uri.path.hasPrefix(Self.pathPrefix), let thread = UUID(text: uri.path.dropFirst(Self.pathPrefix.utf8.count)) else { return nil }
+        guard uri.path.hasPrefix(Self.pathPrefix), let thread = UUID(text: uri.path.dropFirst(Self.pathPrefix.utf8.count)) else {
+            return .declined
+        }
         let query = uri.queryParameters
         let token: String
         if let authorization = request.authorization {
-            guard authorization.utf8.count > 7, authorization.utf8.prefix(7).lazy.map({ $0 | 0x20 }).elementsEqual("bearer ".utf8) else { return nil }
+            guard authorization.utf8.count > 7, authorization.utf8.prefix(7).lazy.map({ $0 | 0x20 }).elementsEqual("bearer ".utf8) else {
+                return .declined
+            }
             token = String(authorization.utf8.dropFirst(7))!
         } else if let fromQuery = query.get("access_token") {
             token = String(fromQuery)
         } else {
-            return nil
+            return .declined
         }
-        guard let user = tokens.knownUser(ofToken: token), let heartbeat = heartbeatStyle(query.get("heartbeat").map { String($0) }),
-              let connection = opener.openNow(
-                  thread: thread, user: user, start: StreamOpener.start(lastEventID: request.lastEventID ?? query.get("last_event_id").map { String($0) }),
-                  heartbeat: heartbeat, quota: opener.quota(of: user), channel: channel, logger: logger,
-                  attach: { try StreamOutlet.install(for: $0, on: channel) }
-              )
-        else { return nil }
+        guard let user = tokens.knownUser(ofToken: token), let heartbeat = heartbeatStyle(query.get("heartbeat").map { String($0) }) else {
+            return .declined
+        }
+        guard let connection = opener.openNow(
+            thread: thread, user: user, start: StreamOpener.start(lastEventID: request.lastEventID ?? query.get("last_event_id").map { String($0) }),
+            heartbeat: heartbeat, quota: opener.quota(of: user), channel: channel, logger: logger,
+            attach: { try StreamOutlet.install(for: $0, on: channel) }
+        ) else {
+            return opener.openings.afterOpening(thread, on: channel.eventLoop).map { .afterOpening($0) } ?? .declined
+        }
         Self.opened.increment()
         Self.openedOnLoop.increment()
         Self.requests.record(since: start, logger: logger)
-        return (HTTPResponse(status: .ok, headerFields: Self.headers), connection)
+        return .opened(HTTPResponse(status: .ok, headerFields: Self.headers), connection)
     }
 
     static let pathPrefix = "/chats/sse/"

@@ -371,6 +371,56 @@ struct RequestHandoffTests {
         }
     }
 
+    @Test("streams of a thread that is opening for another wait for it, then open on the loop; a stranger's still gets 404")
+    func streamsWaitForTheirThreadsFirstOpen() async throws {
+        try await withStack(proxiedDatabase: true) { stack in
+            let api = stack.api()
+            let thread = try await api.createThread()
+            // Bob's token verified once, as Alice's was by the thread's creation.
+            #expect(try await stack.api(user: "bob").request("GET", "/chats").status == 200)
+            func streamRequest(_ user: String) throws -> String {
+                "GET /chats/sse/\(thread) HTTP/1.1\r\nHost: herald\r\nAuthorization: Bearer \(try #require(stack.tokens[user]))\r\n\r\n"
+            }
+            let proxy = try #require(stack.databaseProxy)
+
+            // PostgreSQL answers nothing: the thread's first stream opens the whole way and stops at its owner check.
+            try await proxy.hold()
+            let first = try await RawConnection.open(port: stack.node.port)
+            try await first.send(try streamRequest("alice"))
+            try await Task.sleep(for: .milliseconds(500))
+            var waiting: [RawConnection] = []
+            for _ in 0..<4 {
+                let connection = try await RawConnection.open(port: stack.node.port)
+                try await connection.send(try streamRequest("alice"))
+                waiting.append(connection)
+            }
+            let stranger = try await RawConnection.open(port: stack.node.port)
+            try await stranger.send(try streamRequest("bob"))
+            let leaving = try await RawConnection.open(port: stack.node.port)
+            try await leaving.send(try streamRequest("alice"))
+            try await Task.sleep(for: .milliseconds(300))
+            for connection in [first, stranger, leaving] + waiting { #expect(connection.received.isEmpty, "\(connection.received)") }
+            await leaving.close()
+
+            try await proxy.release()
+            for connection in [first] + waiting {
+                #expect(await connection.waitForReceived(containing: ": connected", timeout: .seconds(10)))
+            }
+            #expect(await stranger.waitForReceived(containing: "HTTP/1.1 404", timeout: .seconds(10)), "\(stranger.received)")
+            // The four waited and opened on the loop, with no pipeline; only the first went through the router. The
+            // one that left while waiting opened nothing.
+            #expect(try await api.metric("herald_sse_opened_on_loop_total") == 4)
+            #expect(try await api.metric("herald_sse_opened_without_pipeline_total") == 4)
+            #expect(try await api.metric("herald_sse_connections") == 5)
+
+            let sent = try await api.send(thread, "[[silent]] waited")
+            #expect(try await api.delta(run: sent.run, index: 0, "token").status == 200)
+            for connection in [first] + waiting {
+                #expect(await connection.waitForReceived(containing: "event: delta", timeout: .seconds(10)))
+            }
+        }
+    }
+
     /// What a connection received after its first response (one with a `Content-Length`).
     static func afterFirstResponse(_ received: [UInt8]) throws -> [UInt8] {
         let headEnd = try #require(received.firstRange(of: Array("\r\n\r\n".utf8)))

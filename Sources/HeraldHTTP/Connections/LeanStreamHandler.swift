@@ -5,7 +5,8 @@ import NIOCore
 
 /// The only handler of a served HTTP/1.1 connection until its first request has arrived. If that request is a
 /// stream the node can open at once (`StreamRequest(head:)` reads its bytes, gathered if they come in pieces;
-/// `StreamRoute.openNow` opens it), the connection becomes that stream with no HTTP handler at all: this handler
+/// `StreamRoute.openNow` opens it, after waiting for another stream of the thread that is opening the whole way
+/// when there is one), the connection becomes that stream with no HTTP handler at all: this handler
 /// writes the response head and, when the stream ends, the last chunk, and a `StreamOutlet` behind it writes the
 /// frames. Anything else (another request, anything `StreamRequest` declines or the open refuses) gets the full
 /// HTTP pipeline (`LimitedHTTPChannel`'s, with `RequestHandoff`), which is handed the bytes as they arrived, and
@@ -25,6 +26,9 @@ final class LeanStreamHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     private enum State {
         case awaitingRequest
+        /// A plain stream request whose thread is opening for another stream (`StreamRoute.OpenNow.afterOpening`):
+        /// asked again when that is over.
+        case waitingForThread(head: ByteBuffer)
         case streaming(StreamConnection)
         /// The full pipeline has the connection; this handler is on its way out.
         case passed
@@ -65,7 +69,10 @@ final class LeanStreamHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        if case .awaitingRequest = state { handoff.fateIs(.closed) }
+        switch state {
+        case .awaitingRequest, .waitingForThread: handoff.fateIs(.closed)
+        case .streaming, .passed: break
+        }
         context.fireChannelInactive()
     }
 
@@ -87,6 +94,10 @@ final class LeanStreamHandler: ChannelInboundHandler, RemovableChannelHandler {
             return
         case .passed:
             context.fireChannelRead(data)
+        case .waitingForThread(var head):
+            // More than the one request: not a plain stream client, which the full pipeline serves.
+            head.writeImmutableBuffer(unwrapInboundIn(data))
+            passToFullPipeline(head, context: context)
         case .awaitingRequest:
             let arrived = unwrapInboundIn(data)
             var gathered = headSoFar.take()
@@ -104,15 +115,34 @@ final class LeanStreamHandler: ChannelInboundHandler, RemovableChannelHandler {
                 return
             case .complete:
                 headClock?.timer.cancel()
-                if let request = StreamRequest(head: bytes),
-                   let (response, stream) = runner.openStreamNow?(request, context.channel, runner.logger) {
-                    begin(response, stream, context: context)
-                    return
+                if let request = StreamRequest(head: bytes) {
+                    switch runner.openStreamNow?(request, context.channel, runner.logger) {
+                    case .opened(let response, let stream):
+                        begin(response, stream, context: context)
+                        return
+                    case .afterOpening(let opened):
+                        state = .waitingForThread(head: bytes)
+                        opened.assumeIsolated().whenComplete { _ in self.askAgain(request) }
+                        return
+                    case .declined, nil:
+                        break
+                    }
                 }
             case .other:
                 headClock?.timer.cancel()
             }
             passToFullPipeline(bytes, context: context)
+        }
+    }
+
+    /// The open of the thread this request waited for is over: the stream opens on the loop if it can now, and goes
+    /// through the full pipeline if not.
+    private func askAgain(_ request: StreamRequest) {
+        guard case .waitingForThread(let head) = state, let context else { return }
+        if case .opened(let response, let stream)? = runner.openStreamNow?(request, context.channel, runner.logger) {
+            begin(response, stream, context: context)
+        } else {
+            passToFullPipeline(head, context: context)
         }
     }
 
@@ -157,7 +187,7 @@ final class LeanStreamHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// ends on shutdown (its client reconnects elsewhere), and on end of input through its outlet.
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         switch state {
-        case .awaitingRequest:
+        case .awaitingRequest, .waitingForThread:
             if event is ChannelShouldQuiesceEvent || (event as? ChannelEvent) == .inputClosed {
                 context.close(promise: nil)
                 return

@@ -46,9 +46,9 @@ final class RequestHandoff: ChannelDuplexHandler, RemovableChannelHandler {
         /// Answers a webhook on the event loop when it can (`WebhookRoute.answerNow`): nil, or a failed future, and
         /// the request goes through the router.
         var answerNow: (@Sendable (HTTPRequest, ByteBuffer, Logger) -> EventLoopFuture<(HTTPResponse, ByteBuffer)>?)? = nil
-        /// Opens an event stream on the event loop when it can (`StreamRoute.openNow`): nil, and the request goes
-        /// through the router.
-        var openStreamNow: (@Sendable (StreamRequest, any Channel, Logger) -> (HTTPResponse, StreamConnection)?)? = nil
+        /// Opens an event stream on the event loop when it can (`StreamRoute.openNow`); when it does not, the request
+        /// goes through the router (`LeanStreamHandler` first waits for an open of the same thread in flight).
+        var openStreamNow: (@Sendable (StreamRequest, any Channel, Logger) -> StreamRoute.OpenNow)? = nil
 
         enum Kind {
             case stream
@@ -258,7 +258,7 @@ final class RequestHandoff: ChannelDuplexHandler, RemovableChannelHandler {
             mode = .streaming
             fateIs(.stream)
             if kind == .stream, let request = StreamRequest(head),
-               let (response, stream) = runner.openStreamNow?(request, context.channel, runner.logger) {
+               case .opened(let response, let stream)? = runner.openStreamNow?(request, context.channel, runner.logger) {
                 startStream(response, stream)
             } else {
                 run(head, body: ByteBuffer(), context: context)

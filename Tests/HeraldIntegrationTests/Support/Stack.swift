@@ -27,6 +27,8 @@ final class Stack: Sendable {
     let nodes: [Node]
     /// User tokens minted by `herald token`, by user.
     let tokens: [String: String]
+    /// With `proxiedDatabase`: the nodes reach PostgreSQL through it, which the test can hold.
+    let databaseProxy: TCPProxy?
 
     /// The secrets every stack runs with: user tokens are HS256 with the first, webhooks signed with the second.
     static let jwtSecret = "integration-tests-jwt-secret-0123456789abcdef"
@@ -59,12 +61,13 @@ final class Stack: Sendable {
     static func start(
         nodes count: Int = 1, agent: Agent = .demo, environment: [String: String] = [:], redisPersistence: Bool = false,
         postgres: PostgresServer? = nil, tokenDelayMs: Int = 10, redisTLS: TestCertificates? = nil,
-        postgresCA: String? = nil, serverTLS: TestCertificates? = nil
+        postgresCA: String? = nil, serverTLS: TestCertificates? = nil, proxiedDatabase: Bool = false
     ) async throws -> Stack {
         let herald = builtProduct("herald")
         let redis = try await RedisServer.start(persistence: redisPersistence, tls: redisTLS)
         let server = if let postgres { postgres } else { try await SharedPostgres.shared.server() }
         let databaseURL = try await server.createDatabase()
+        let databaseProxy = proxiedDatabase ? try await TCPProxy.start(forwardingTo: server.port) : nil
 
         let migrate = try ChildProcess.start(herald, ["migrate"], environment: ["DATABASE_URL": databaseURL])
         let status = try await migrate.waitForExit(timeout: .seconds(30))
@@ -120,6 +123,9 @@ final class Stack: Sendable {
                 env["DATABASE_URL"] = databaseURL.replacingOccurrences(of: "@127.0.0.1:", with: "@localhost:")
                     + "?sslmode=verify-full&sslrootcert=\(postgresCA)"
             }
+            if let databaseProxy {
+                env["DATABASE_URL"] = databaseURL.replacingOccurrences(of: ":\(server.port)/", with: ":\(databaseProxy.port)/")
+            }
             env.merge(environment) { _, override in override }
             nodes.append(try await startNode(port: port, environment: env))
         }
@@ -127,7 +133,10 @@ final class Stack: Sendable {
         for user in users {
             tokens[user] = try await mintToken(user: user)
         }
-        return Stack(redis: redis, databaseURL: databaseURL, agent: agentProcess, agentURL: agentURL, nodes: nodes, tokens: tokens)
+        return Stack(
+            redis: redis, databaseURL: databaseURL, agent: agentProcess, agentURL: agentURL, nodes: nodes, tokens: tokens,
+            databaseProxy: databaseProxy
+        )
     }
 
     /// `herald serve` on `port`, once it is ready.
@@ -154,13 +163,17 @@ final class Stack: Sendable {
         return process.log().trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
-    private init(redis: RedisServer, databaseURL: String, agent: ChildProcess?, agentURL: String, nodes: [Node], tokens: [String: String]) {
+    private init(
+        redis: RedisServer, databaseURL: String, agent: ChildProcess?, agentURL: String, nodes: [Node], tokens: [String: String],
+        databaseProxy: TCPProxy?
+    ) {
         self.redis = redis
         self.databaseURL = databaseURL
         self.agent = agent
         self.agentURL = agentURL
         self.nodes = nodes
         self.tokens = tokens
+        self.databaseProxy = databaseProxy
     }
 
     /// The API of node `node`, acting as `user`.
@@ -172,6 +185,7 @@ final class Stack: Sendable {
         for node in nodes { node.process.terminate() }
         agent?.terminate()
         try? await redis.stop()
+        try? await databaseProxy?.stop()
     }
 
     /// Logs of every process, for failure messages.
@@ -185,11 +199,12 @@ final class Stack: Sendable {
 func withStack<T>(
     nodes: Int = 1, agent: Stack.Agent = .demo, environment: [String: String] = [:], redisPersistence: Bool = false,
     postgres: PostgresServer? = nil, tokenDelayMs: Int = 10, redisTLS: TestCertificates? = nil, postgresCA: String? = nil,
-    serverTLS: TestCertificates? = nil, _ body: (Stack) async throws -> T
+    serverTLS: TestCertificates? = nil, proxiedDatabase: Bool = false, _ body: (Stack) async throws -> T
 ) async throws -> T {
     let stack = try await Stack.start(
         nodes: nodes, agent: agent, environment: environment, redisPersistence: redisPersistence, postgres: postgres,
-        tokenDelayMs: tokenDelayMs, redisTLS: redisTLS, postgresCA: postgresCA, serverTLS: serverTLS
+        tokenDelayMs: tokenDelayMs, redisTLS: redisTLS, postgresCA: postgresCA, serverTLS: serverTLS,
+        proxiedDatabase: proxiedDatabase
     )
     do {
         let result = try await body(stack)
