@@ -384,7 +384,7 @@ struct RequestHandoffTests {
             let proxy = try #require(stack.databaseProxy)
 
             // PostgreSQL answers nothing: the thread's first stream opens the whole way and stops at its owner check.
-            try await proxy.hold()
+            await proxy.hold()
             let first = try await RawConnection.open(port: stack.node.port)
             try await first.send(try streamRequest("alice"))
             try await Task.sleep(for: .milliseconds(500))
@@ -402,7 +402,7 @@ struct RequestHandoffTests {
             for connection in [first, stranger, leaving] + waiting { #expect(connection.received.isEmpty, "\(connection.received)") }
             await leaving.close()
 
-            try await proxy.release()
+            await proxy.release()
             for connection in [first] + waiting {
                 #expect(await connection.waitForReceived(containing: ": connected", timeout: .seconds(10)))
             }

@@ -55,21 +55,22 @@ public final class TCPProxy: Sendable {
     }
 
     /// Stops forwarding, on every connection and on those accepted meanwhile: what either end sends waits.
-    public func hold() async throws {
-        try await setReading(false)
+    public func hold() async {
+        await setReading(false)
     }
 
     /// Forwards again, what waited first.
-    public func release() async throws {
-        try await setReading(true)
+    public func release() async {
+        await setReading(true)
     }
 
-    private func setReading(_ reading: Bool) async throws {
+    private func setReading(_ reading: Bool) async {
         let channels = state.withLockedValue { state in
             state.holding = !reading
             return Array(state.connections.values)
         }
         for channel in channels {
+            // One that closed meanwhile has nothing to hold.
             try? await channel.setOption(.autoRead, value: reading)
         }
     }
