@@ -71,7 +71,7 @@ public final class TCPProxy: Sendable {
         }
         for channel in channels {
             // One that closed meanwhile has nothing to hold.
-            try? await channel.setOption(.autoRead, value: reading)
+            try? await channel.setOption(.autoRead, value: reading).get()
         }
     }
 
