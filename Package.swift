@@ -37,6 +37,7 @@ let package = Package(
         // C modules: system libraries and the typed wrappers Swift needs around variadic C.
         // hiredis headers live in /usr/include; its pkg-config adds a -D flag SwiftPM refuses, so none is used.
         .systemLibrary(name: "CHiredis", providers: [.apt(["libhiredis-dev"])]),
+        .systemLibrary(name: "CEpoll"),
         .systemLibrary(name: "CLibpq", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
         .target(name: "CCurl", linkerSettings: [.linkedLibrary("curl")]),
 
@@ -95,6 +96,7 @@ let package = Package(
         .target(
             name: "HeraldHTTP",
             dependencies: [
+                "CEpoll",
                 "HeraldCore",
                 // SHA-1 for the WebSocket handshake's accept key.
                 .product(name: "Crypto", package: "swift-crypto"),

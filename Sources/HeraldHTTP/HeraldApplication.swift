@@ -3,6 +3,7 @@ import Foundation
 import HeraldCore
 import Hummingbird
 import Logging
+import NIOCore
 import NIOPosix
 import PostgresClient
 import Prometheus
@@ -98,7 +99,9 @@ public enum HeraldApplication {
         if !tracing {
             // With tracing, every request gets its span from the router's middleware.
             handoff.answerNow = { request, body, logger in webhooks.answerNow(request, body: body, logger: logger) }
-            handoff.openStreamNow = { request, channel, logger in streams.openNow(request, channel: channel, logger: logger) }
+            handoff.openStreamNow = { request, eventLoop, logger, attach in
+                streams.openNow(request, on: eventLoop, logger: logger, attach: attach)
+            }
         }
         let tls = try configuration.serverTLS.map { try ServerTLS(files: $0) }
         // Shut down in reverse order: the server first (streams end), then these, the clients last.
@@ -130,10 +133,19 @@ public enum HeraldApplication {
             limits: limits, gate: ConnectionGate(maxConnections: limits.maxConnections, reserve: ConnectionLimits.operatorReserve),
             streams: handoff, tls: tls
         )
-        let listener = HTTPListener(
-            connections: served, host: configuration.host, port: configuration.port,
-            eventLoopGroup: MultiThreadedEventLoopGroup.singleton, logger: logger
-        )
+        let listener: any Service
+        if tls == nil, handoff.openStreamNow != nil {
+            // Plain HTTP with streams opened on the loop: stream sockets without NIO channels.
+            listener = PlainStreamListener(
+                connections: served, runner: handoff, host: configuration.host, port: configuration.port,
+                loopCount: NIOSingletons.groupLoopCountSuggestion, eventLoopGroup: MultiThreadedEventLoopGroup.singleton, logger: logger
+            )
+        } else {
+            listener = HTTPListener(
+                connections: served, host: configuration.host, port: configuration.port,
+                eventLoopGroup: MultiThreadedEventLoopGroup.singleton, logger: logger
+            )
+        }
         return HeraldNode(services: services + [listener], logger: logger)
     }
 

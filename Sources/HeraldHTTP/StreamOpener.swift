@@ -81,19 +81,19 @@ struct StreamOpener: Sendable {
         return connection
     }
 
-    /// `open` without suspending, on the channel's event loop, for a thread a stream on this node watches already:
+    /// `open` without suspending, on `eventLoop` (the client connection's), for a thread a stream on this node watches already:
     /// its owner known, its channel subscribed, its log position known (unless the client resumes from an id).
     /// nil, with nothing opened, for anything else: `open` then does the whole of it (or says what is wrong).
     func openNow(
         thread: UUID, user: String, start: StreamConnection.Start, heartbeat: StreamConnection.Heartbeat,
-        quota: FanoutHub.UserQuota?, channel: any Channel, logger: Logger, attach: (StreamConnection) throws -> any StreamSink
+        quota: FanoutHub.UserQuota?, eventLoop: any EventLoop, logger: Logger, attach: (StreamConnection) throws -> any StreamSink
     ) -> StreamConnection? {
         let resumes = if case .after = start { true } else { false }
         guard hub.knownOwner(of: thread) == user,
               let (connection, logPosition) = hub.openNow(
                   thread: thread, quota: quota,
                   limits: .init(maxFrames: configuration.streamQueueMaxFrames, maxBytes: configuration.streamQueueMaxBytes),
-                  eventLoop: channel.eventLoop, needsLogPosition: !resumes
+                  eventLoop: eventLoop, needsLogPosition: !resumes
               )
         else { return nil }
         hub.rememberOwner(user, of: connection)

@@ -60,7 +60,9 @@ struct StreamRoute {
     /// while the node is not draining. What the router's middleware would record, it records (the stream count,
     /// the debug line). Declined, with nothing opened, for anything else: the request then goes through the
     /// router, which opens it the whole way or answers what is wrong.
-    func openNow(_ request: StreamRequest, channel: any Channel, logger: Logger) -> OpenNow {
+    func openNow(
+        _ request: StreamRequest, on eventLoop: any EventLoop, logger: Logger, attach: (StreamConnection) throws -> any StreamSink
+    ) -> OpenNow {
         let start = ContinuousClock.now
         guard !drain.isDraining else { return .declined }
         let uri = URI(request.target)
@@ -84,10 +86,9 @@ struct StreamRoute {
         }
         guard let connection = opener.openNow(
             thread: thread, user: user, start: StreamOpener.start(lastEventID: request.lastEventID ?? query.get("last_event_id").map { String($0) }),
-            heartbeat: heartbeat, quota: opener.quota(of: user), channel: channel, logger: logger,
-            attach: { try StreamOutlet.install(for: $0, on: channel) }
+            heartbeat: heartbeat, quota: opener.quota(of: user), eventLoop: eventLoop, logger: logger, attach: attach
         ) else {
-            return opener.openings.afterOpening(thread, on: channel.eventLoop).map { .afterOpening($0) } ?? .declined
+            return opener.openings.afterOpening(thread, on: eventLoop).map { .afterOpening($0) } ?? .declined
         }
         Self.opened.increment()
         Self.openedOnLoop.increment()

@@ -107,7 +107,7 @@ struct HTTPListener: Service {
 
     /// Binds `host:port` without `SO_REUSEPORT` and lets it go: fails (address in use) if anything listens there,
     /// a Herald node with its shared sockets included.
-    private static func claim(host: String, port: Int, on loop: any EventLoop) async throws {
+    static func claim(host: String, port: Int, on loop: any EventLoop) async throws {
         let probe = try await ServerBootstrap(group: loop)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
             .bind(host: host, port: port)

@@ -116,7 +116,7 @@ final class LeanStreamHandler: ChannelInboundHandler, RemovableChannelHandler {
             case .complete:
                 headClock?.timer.cancel()
                 if let request = StreamRequest(head: bytes) {
-                    switch runner.openStreamNow?(request, context.channel, runner.logger) {
+                    switch runner.openStreamNow?(request, context.eventLoop, runner.logger, StreamOutlet.attacher(context.channel)) {
                     case .opened(let response, let stream):
                         begin(response, stream, context: context)
                         return
@@ -139,7 +139,9 @@ final class LeanStreamHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// through the full pipeline if not.
     private func askAgain(_ request: StreamRequest) {
         guard case .waitingForThread(let head) = state, let context else { return }
-        if case .opened(let response, let stream)? = runner.openStreamNow?(request, context.channel, runner.logger) {
+        if case .opened(let response, let stream)? = runner.openStreamNow?(
+            request, context.eventLoop, runner.logger, StreamOutlet.attacher(context.channel)
+        ) {
             begin(response, stream, context: context)
         } else {
             passToFullPipeline(head, context: context)

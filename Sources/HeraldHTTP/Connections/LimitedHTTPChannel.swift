@@ -43,8 +43,8 @@ struct LimitedHTTPChannel: ServerChildChannel {
 
     private let served: HTTP1Channel
     private let operatorsOnly: HTTP1Channel
-    private let gate: ConnectionGate
-    private let limits: ConnectionLimits
+    let gate: ConnectionGate
+    let limits: ConnectionLimits
     private let streams: RequestHandoff.Runner?
     private let tls: ServerTLS?
 
@@ -101,22 +101,33 @@ struct LimitedHTTPChannel: ServerChildChannel {
         }
     }
 
-    /// An HTTP/1.1 connection: the handoff takes its streams (if it may have any), Hummingbird the rest.
-    private func configureHTTP1(_ channel: any Channel, admission: ConnectionGate.Admission, logger: Logger) throws -> Connection {
+    /// A connection accepted and admitted by a `StreamLoop` (`PlainStreamListener`) that is not a stream opened
+    /// there: the full HTTP/1.1 pipeline at once, or the operators' routes; its slot is given back when it closes.
+    func adopt(channel: any Channel, admission: ConnectionGate.Admission, firstHeadDue: NIODeadline, logger: Logger) throws -> Connection {
+        let gate = self.gate
+        channel.closeFuture.whenComplete { _ in gate.release() }
+        return try configureHTTP1(channel, admission: admission, logger: logger, lean: false, firstHeadDue: firstHeadDue)
+    }
+
+    /// An HTTP/1.1 connection: the handoff takes its streams (if it may have any), Hummingbird the rest; with `lean`,
+    /// the `LeanStreamHandler` first.
+    private func configureHTTP1(
+        _ channel: any Channel, admission: ConnectionGate.Admission, logger: Logger, lean: Bool = true, firstHeadDue: NIODeadline? = nil
+    ) throws -> Connection {
         if admission == .served, let streams {
             let handoff = RequestHandoff(runner: streams, eventLoop: channel.eventLoop)
-            if streams.openStreamNow != nil {
+            if lean, streams.openStreamNow != nil {
                 let lean = LeanStreamHandler(runner: streams, handoff: handoff, limits: limits) { channel, firstHeadDue in
                     try configureHTTP(channel, handoff: handoff, logger: logger, firstHeadDue: firstHeadDue)
                 }
                 try channel.pipeline.syncOperations.addHandler(lean)
             } else {
-                try configureHTTP(channel, handoff: handoff, logger: logger)
+                try configureHTTP(channel, handoff: handoff, logger: logger, firstHeadDue: firstHeadDue)
             }
             let start = Connection.Start.handoff(NIOLoopBound(handoff, eventLoop: channel.eventLoop), handoff.fate)
             return Connection(channel: channel, start: start, admission: admission)
         }
-        try configureHTTP(channel, handoff: nil, logger: logger)
+        try configureHTTP(channel, handoff: nil, logger: logger, firstHeadDue: firstHeadDue)
         return Connection(channel: channel, start: .hummingbird(try Self.asyncChannel(channel)), admission: admission)
     }
 
@@ -258,17 +269,20 @@ final class CapacityRefusal: ChannelInboundHandler, RemovableChannelHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
 
-    private func answer(_ context: ChannelHandlerContext) {
-        guard !hasAnswered else { return }
-        hasAnswered = true
+    /// The whole answer: a 503 with `Retry-After` and the JSON error, the connection closing.
+    static let response: [UInt8] = {
         let error = LimitedHTTPChannel.overCapacity
         var head = "HTTP/1.1 \(error.status.code) \(error.status.reasonPhrase)\r\n"
         head += "Content-Type: application/json; charset=utf-8\r\n"
         for field in error.headers { head += "\(field.name.rawName): \(field.value)\r\n" }
         head += "Content-Length: \(error.jsonBody.count)\r\nConnection: close\r\n\r\n"
-        var buffer = context.channel.allocator.buffer(capacity: head.utf8.count + error.jsonBody.count)
-        buffer.writeString(head)
-        buffer.writeBytes(error.jsonBody)
+        return Array(head.utf8) + error.jsonBody
+    }()
+
+    private func answer(_ context: ChannelHandlerContext) {
+        guard !hasAnswered else { return }
+        hasAnswered = true
+        let buffer = context.channel.allocator.buffer(bytes: Self.response)
         let written = context.eventLoop.makePromise(of: Void.self)
         context.writeAndFlush(wrapOutboundOut(buffer), promise: written)
         written.futureResult.assumeIsolated().whenComplete { _ in

@@ -48,7 +48,8 @@ final class RequestHandoff: ChannelDuplexHandler, RemovableChannelHandler {
         var answerNow: (@Sendable (HTTPRequest, ByteBuffer, Logger) -> EventLoopFuture<(HTTPResponse, ByteBuffer)>?)? = nil
         /// Opens an event stream on the event loop when it can (`StreamRoute.openNow`); when it does not, the request
         /// goes through the router (`LeanStreamHandler` first waits for an open of the same thread in flight).
-        var openStreamNow: (@Sendable (StreamRequest, any Channel, Logger) -> StreamRoute.OpenNow)? = nil
+        /// It opens on the loop given, with the sink the last argument makes of the stream there.
+        var openStreamNow: (@Sendable (StreamRequest, any EventLoop, Logger, (StreamConnection) throws -> any StreamSink) -> StreamRoute.OpenNow)? = nil
 
         enum Kind {
             case stream
@@ -258,7 +259,7 @@ final class RequestHandoff: ChannelDuplexHandler, RemovableChannelHandler {
             mode = .streaming
             fateIs(.stream)
             if kind == .stream, let request = StreamRequest(head),
-               case .opened(let response, let stream)? = runner.openStreamNow?(request, context.channel, runner.logger) {
+               case .opened(let response, let stream)? = runner.openStreamNow?(request, context.eventLoop, runner.logger, StreamOutlet.attacher(context.channel)) {
                 startStream(response, stream)
             } else {
                 run(head, body: ByteBuffer(), context: context)

@@ -54,6 +54,11 @@ final class StreamOutlet: ChannelDuplexHandler, StreamSink {
         return outlet
     }
 
+    /// `install` on `channel`, as `StreamRoute.openNow` takes it.
+    static func attacher(_ channel: any Channel) -> (StreamConnection) throws -> any StreamSink {
+        { try install(for: $0, on: channel) }
+    }
+
     /// The response head has gone out below this outlet, on a connection with no HTTP encoder (`LeanStreamHandler`
     /// wrote it, for HTTP/1.1): frames are written chunked through the outlet's own context from now on.
     func headWritten() {
@@ -101,23 +106,11 @@ final class StreamOutlet: ChannelDuplexHandler, StreamSink {
     /// The frame as this response frames it: an HTTP/1.1 chunk (made once per loop for every stream there), or
     /// as it is.
     private func framed(_ frame: OutgoingFrame) -> ByteBuffer {
-        chunked ? frame.encoded(for: ObjectIdentifier(StreamOutlet.self), Self.chunk) : frame.bytes
+        chunked ? frame.encoded(for: ObjectIdentifier(HTTPChunk.self), HTTPChunk.chunk) : frame.bytes
     }
 
     func close() {
         context?.close(promise: nil)
-    }
-
-    /// One HTTP/1.1 chunk holding `bytes`.
-    private static func chunk(_ bytes: ByteBuffer) -> ByteBuffer {
-        let size = String(bytes.readableBytes, radix: 16)
-        var chunk = ByteBuffer()
-        chunk.reserveCapacity(size.utf8.count + bytes.readableBytes + 4)
-        chunk.writeString(size)
-        chunk.writeStaticString("\r\n")
-        chunk.writeImmutableBuffer(bytes)
-        chunk.writeStaticString("\r\n")
-        return chunk
     }
 
     // MARK: ChannelDuplexHandler

@@ -1,0 +1,24 @@
+#ifndef HERALD_CEPOLL_SHIM_H
+#define HERALD_CEPOLL_SHIM_H
+// What Herald's own stream loops need of Linux that Glibc's Swift module leaves out: epoll, eventfd, accept4.
+#define _GNU_SOURCE
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <netinet/in.h>
+
+/// accept4 without the peer's address, the new socket non-blocking and closed on exec.
+static inline int cepoll_accept(int listener) {
+    return accept4(listener, 0, 0, SOCK_NONBLOCK | SOCK_CLOEXEC);
+}
+
+/// The local port a socket is bound to, or -1.
+static inline int cepoll_local_port(int socket) {
+    struct sockaddr_storage address;
+    socklen_t length = sizeof(address);
+    if (getsockname(socket, (struct sockaddr *)&address, &length) != 0) return -1;
+    if (address.ss_family == AF_INET6) return ntohs(((struct sockaddr_in6 *)&address)->sin6_port);
+    return ntohs(((struct sockaddr_in *)&address)->sin_port);
+}
+#endif
