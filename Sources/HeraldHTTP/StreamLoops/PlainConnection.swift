@@ -79,10 +79,10 @@ final class PlainConnection: StreamSink {
     }
 
     private func readAvailable() {
-        var scratch = [UInt8](repeating: 0, count: 1024)
+        let scratch = owner.readBuffer
         while true {
             if case .closed = state { return }
-            let count = scratch.withUnsafeMutableBytes { Glibc.read(socket, $0.baseAddress, $0.count) }
+            let count = Glibc.read(socket, scratch.baseAddress, scratch.count)
             if count == 0 {
                 hungUp()
                 return
@@ -97,7 +97,7 @@ final class PlainConnection: StreamSink {
                 break
             case .waitingForThread:
                 // More than the one request: not a plain stream client, which the full pipeline serves.
-                head.writeBytes(scratch[0..<count])
+                head.writeBytes(UnsafeRawBufferPointer(rebasing: scratch[0..<count]))
                 owner.handOver(self, head: head)
                 return
             case .streaming:
@@ -106,7 +106,7 @@ final class PlainConnection: StreamSink {
             case .closed:
                 return
             }
-            head.writeBytes(scratch[0..<count])
+            head.writeBytes(UnsafeRawBufferPointer(rebasing: scratch[0..<count]))
             switch StreamRequest.progress(of: head) {
             case .incomplete:
                 continue

@@ -17,11 +17,17 @@ final class PlainConnections {
     private var headClock = CircularBuffer<PlainConnection>()
     private var headTimer: Scheduled<Void>?
     private var quiesced: EventLoopPromise<Void>?
+    /// Where the loop's connections read (one at a time, on the loop): what they keep of it, they copy.
+    let readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 1)
 
     init(loop: StreamLoop, listener: Int32, shared: PlainStreamListener.Shared) {
         self.loop = loop
         self.listener = listener
         self.shared = shared
+    }
+
+    deinit {
+        readBuffer.deallocate()
     }
 
     /// Starts accepting; the loop's stop closes every socket left.
