@@ -1,16 +1,18 @@
 #ifndef HERALD_CEPOLL_SHIM_H
 #define HERALD_CEPOLL_SHIM_H
 // What Herald's own stream loops need of Linux that Glibc's Swift module leaves out: epoll, eventfd, accept4.
-#define _GNU_SOURCE
+// (Not through _GNU_SOURCE, which would give these headers' shared types another shape than other modules see.)
+#include <netinet/in.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
-#include <netinet/in.h>
+#include <unistd.h>
 
 /// accept4 without the peer's address, the new socket non-blocking and closed on exec.
 static inline int cepoll_accept(int listener) {
-    return accept4(listener, 0, 0, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    return (int)syscall(SYS_accept4, listener, 0, 0, SOCK_NONBLOCK | SOCK_CLOEXEC);
 }
 
 /// The local port a socket is bound to, or -1.
