@@ -107,8 +107,6 @@ final class PlainConnections {
         case .operatorsOnly:
             shared.adoption.adopt(socket, read: ByteBuffer(), admission: .operatorsOnly, headDue: headDue)
         case .served:
-            var on: Int32 = 1
-            setsockopt(socket, Int32(IPPROTO_TCP), TCP_NODELAY, &on, socklen_t(MemoryLayout<Int32>.size))
             let connection = PlainConnection(socket: socket, headDue: headDue, owner: self)
             let events = EPOLLIN.rawValue | EPOLLOUT.rawValue | EPOLLRDHUP.rawValue | EPOLLET.rawValue
             do {
