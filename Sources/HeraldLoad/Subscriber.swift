@@ -61,7 +61,6 @@ struct Subscriber: Sendable {
                     let pipeline = channel.pipeline.syncOperations
                     switch transport {
                     case .sse, .plain:
-                        try pipeline.addHTTPClientHandlers()
                         try pipeline.addHandler(
                             SSESubscriberHandler(
                                 uri: uri, host: host, headers: headers, plain: transport == .plain, tally: tally, connected: connected
@@ -108,8 +107,8 @@ struct Subscriber: Sendable {
 /// (another hub) every `data:` line is read, whatever its event.
 /// Lives on its channel's event loop; all state is confined there.
 final class SSESubscriberHandler: ChannelInboundHandler {
-    typealias InboundIn = HTTPClientResponsePart
-    typealias OutboundOut = HTTPClientRequestPart
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
 
     private let uri: String
     private let host: String
@@ -118,6 +117,7 @@ final class SSESubscriberHandler: ChannelInboundHandler {
     private let tally: TallyBox
     private let connected: EventLoopPromise<Void>
 
+    private var response = ResponseReader()
     private var pending = ByteBuffer()
     private var inDeltaFrame = false
 
@@ -132,31 +132,35 @@ final class SSESubscriberHandler: ChannelInboundHandler {
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: uri)
-        head.headers.add(name: "Host", value: host)
-        head.headers.add(name: "Accept", value: "text/event-stream")
-        head.headers.add(contentsOf: headers)
-        context.write(wrapOutboundOut(.head(head)), promise: nil)
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        var request = "GET \(uri) HTTP/1.1\r\nHost: \(host)\r\nAccept: text/event-stream\r\n"
+        for (name, value) in headers { request += "\(name): \(value)\r\n" }
+        request += "\r\n"
+        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(string: request)), promise: nil)
         context.fireChannelActive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
-        case .head(let head):
-            if head.status != .ok {
-                connected.fail(LoadError("GET \(uri) answered \(head.status.code)"))
-                context.close(promise: nil)
-            } else if plain {
-                connected.succeed()
+        let now = Now.nanos()
+        var ended = false
+        var body = false
+        response.read(unwrapInboundIn(data)) { part in
+            switch part {
+            case .head(let status):
+                if status != 200 {
+                    connected.fail(LoadError("GET \(uri) answered \(status)"))
+                    ended = true
+                } else if plain {
+                    connected.succeed()
+                }
+            case .body(let bytes):
+                pending.writeImmutableBuffer(bytes)
+                body = true
+            case .end, .malformed:
+                ended = true
             }
-        case .body(var chunk):
-            let now = Now.nanos()
-            pending.writeBuffer(&chunk)
-            consumeLines(receivedAt: now)
-        case .end:
-            context.close(promise: nil)
         }
+        if body { consumeLines(receivedAt: now) }
+        if ended { context.close(promise: nil) }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
