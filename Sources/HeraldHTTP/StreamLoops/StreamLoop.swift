@@ -67,12 +67,11 @@ final class StreamLoop: EventLoop {
         event.data.u64 = UInt64(UInt32.max)
         epoll_ctl(epoll, EPOLL_CTL_ADD, wakeup, &event)
         stopped.enter()
+        // Tasks posted before the thread runs wait in the inbox; only the thread itself asks `inEventLoop` first.
         let loop = self
-        let started = DispatchSemaphore(value: 0)
-        let thread = Thread { loop.run(started: started) }
+        let thread = Thread { loop.run() }
         thread.name = name
         thread.start()
-        started.wait()
     }
 
     // MARK: Descriptors
@@ -187,9 +186,8 @@ final class StreamLoop: EventLoop {
 
     // MARK: The thread
 
-    private func run(started: DispatchSemaphore) {
+    private func run() {
         thread.store(pthread_self(), ordering: .relaxed)
-        started.signal()
         var events = [epoll_event](repeating: epoll_event(), count: 256)
         while true {
             let timeout = waitMilliseconds()
