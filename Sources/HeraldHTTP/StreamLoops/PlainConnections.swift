@@ -119,6 +119,9 @@ final class PlainConnections {
             connections[socket] = connection
             headClock.append(connection)
             startHeadClock()
+            // A client sends its request as soon as it has connected, so by the accept it has mostly arrived: read
+            // it now rather than at the next turn (the socket is watched already, so nothing that comes later is missed).
+            connection.ready(EPOLLIN.rawValue)
         }
     }
 
