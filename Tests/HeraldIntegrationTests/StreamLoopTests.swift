@@ -54,4 +54,38 @@ struct StreamLoopTests {
             #expect(try await api.metric("herald_sse_connections") == 2)
         }
     }
+
+    @Test("a reader that stops reading for a while gets its whole backlog once it reads again, every delta once and in order")
+    func laggingReaderCatchesUp() async throws {
+        // A queue that holds the backlog: the socket's buffers take some 4 MiB, the stream's queue the rest.
+        try await withStack(environment: ["HERALD_STREAM_QUEUE_FRAMES": "4096", "HERALD_STREAM_QUEUE_BYTES": "33554432"]) { stack in
+            let api = stack.api()
+            let thread = try await api.createThread()
+            let first = try await api.openStream(thread)
+            try await first.waitForComment(containing: "connected")
+            let lagging = try await api.openStream(thread, receiveBufferSize: 4096)
+            try await lagging.waitForComment(containing: "connected")
+            #expect(try await api.metric("herald_sse_opened_without_pipeline_total") == 1)
+            await lagging.connection.pauseReading()
+            let sent = try await api.send(thread, "[[silent]] lagging")
+            _ = try await first.waitForEvents(count: 3)
+
+            // 8 MiB of deltas: more than the socket's buffers hold, so the stream loop finds the socket full and has
+            // to be told when it takes more.
+            let total = 512
+            let payload = String(repeating: "x", count: 16 * 1024)
+            try await DeltaPublisher.burst(api: api, run: sent.run, indexes: 0..<total, concurrency: 4) { "\($0):\(payload)" }.finish()
+            try await first.waitForDelta(total - 1, timeout: .seconds(30))
+            #expect(try await api.metric("herald_sse_disconnects_total", label: DeltaPublisher.slowConsumer) == nil)
+
+            await lagging.connection.resumeReading()
+            try await eventually(timeout: .seconds(30), "the lagging reader has every delta") {
+                lagging.events.compactMap(\.deltaIndex).count >= total
+            }
+            #expect(mismatch(lagging.events.compactMap(\.deltaIndex).sorted(), Array(0..<total)) == nil, "the lagging reader missed or repeated deltas")
+            let ids = lagging.events.map { $0.lastEventID.split(separator: "-").compactMap { Int($0) } }
+            #expect(zip(ids, ids.dropFirst()).allSatisfy { $0.lexicographicallyPrecedes($1) }, "the lagging reader's frames are out of order")
+            #expect(!lagging.isEnded, "the lagging reader was disconnected: \(lagging.endError ?? "")")
+        }
+    }
 }

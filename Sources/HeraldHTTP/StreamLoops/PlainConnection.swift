@@ -33,6 +33,8 @@ final class PlainConnection: StreamSink {
     private var unsentBytes = 0
     private var headSent = false
     private var writable = true
+    /// `epoll` reports `EPOLLOUT` for the socket too (`waitForWritable`).
+    private(set) var waitsForWritable = false
 
     /// NIO's default write-buffer water marks: behind past the high one, caught up again below the low one.
     private static let highWater = 64 * 1024
@@ -47,6 +49,17 @@ final class PlainConnection: StreamSink {
     var isReadingHead: Bool {
         if case .readingHead = state { return true }
         return false
+    }
+
+    /// Neither closed nor given to NIO.
+    var isOpen: Bool {
+        if case .closed = state { return false }
+        return true
+    }
+
+    /// Reads what has arrived, before the socket is watched (`PlainConnections.admit`).
+    func readArrived() {
+        readAvailable()
     }
 
     // MARK: Events
@@ -199,7 +212,7 @@ final class PlainConnection: StreamSink {
     }
 
     func write(_ frame: OutgoingFrame) {
-        queue(frame.encoded(for: ObjectIdentifier(PlainConnection.self), HTTPChunk.chunk))
+        queue(frame.encoded(for: ObjectIdentifier(HTTPChunk.self), HTTPChunk.chunk))
     }
 
     func flush() {
@@ -208,7 +221,7 @@ final class PlainConnection: StreamSink {
     }
 
     func writeAndFlush(_ frame: OutgoingFrame) {
-        let bytes = frame.encoded(for: ObjectIdentifier(PlainConnection.self), HTTPChunk.chunk)
+        let bytes = frame.encoded(for: ObjectIdentifier(HTTPChunk.self), HTTPChunk.chunk)
         guard headSent, unsent.isEmpty else {
             queue(bytes)
             flush()
@@ -221,6 +234,15 @@ final class PlainConnection: StreamSink {
             return
         }
         queue(bytes.getSlice(at: bytes.readerIndex + max(sent, 0), length: bytes.readableBytes - max(sent, 0))!)
+        waitForWritable()
+    }
+
+    /// A send could not take everything: from now on `epoll` also says when the socket takes more (edge-triggered,
+    /// so it is asked once; most clients keep up and never need it).
+    private func waitForWritable() {
+        guard !waitsForWritable else { return }
+        waitsForWritable = true
+        owner.watchWritable(self)
     }
 
     private func queue(_ bytes: ByteBuffer) {
@@ -248,7 +270,7 @@ final class PlainConnection: StreamSink {
             }
             if sent < 0 {
                 if errno == EINTR { continue }
-                if errno != EAGAIN && errno != EWOULDBLOCK { hungUp() }
+                if errno == EAGAIN || errno == EWOULDBLOCK { waitForWritable() } else { hungUp() }
                 return
             }
             var left = sent
@@ -264,7 +286,10 @@ final class PlainConnection: StreamSink {
                     left = 0
                 }
             }
-            if sent == 0 { return }
+            if sent == 0 {
+                waitForWritable()
+                return
+            }
         }
         if !writable, unsentBytes < Self.lowWater, case .streaming(let stream) = state {
             writable = true

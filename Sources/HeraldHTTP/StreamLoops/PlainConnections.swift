@@ -108,21 +108,33 @@ final class PlainConnections {
             shared.adoption.adopt(socket, read: ByteBuffer(), admission: .operatorsOnly, headDue: headDue)
         case .served:
             let connection = PlainConnection(socket: socket, headDue: headDue, owner: self)
-            let events = EPOLLIN.rawValue | EPOLLOUT.rawValue | EPOLLRDHUP.rawValue | EPOLLET.rawValue
+            connections[socket] = connection
+            // A client sends its request as soon as it has connected, so by the accept it has mostly arrived: it is
+            // read now, before the socket is watched, rather than at the loop's next turn. What comes in between is
+            // not missed: the watch reports what is there when it begins.
+            connection.readArrived()
+            guard connection.isOpen else { return }
+            let events = Self.watched | (connection.waitsForWritable ? EPOLLOUT.rawValue : 0)
             do {
                 try loop.watch(socket, events: events) { connection.ready($0) }
             } catch {
-                Glibc.close(socket)
-                shared.gate.release()
+                connection.close()
                 return
             }
-            connections[socket] = connection
-            headClock.append(connection)
-            startHeadClock()
-            // A client sends its request as soon as it has connected, so by the accept it has mostly arrived: read
-            // it now rather than at the next turn (the socket is watched already, so nothing that comes later is missed).
-            connection.ready(EPOLLIN.rawValue)
+            if connection.isReadingHead {
+                headClock.append(connection)
+                startHeadClock()
+            }
         }
+    }
+
+    /// What a connection's socket is watched for (edge-triggered), and `EPOLLOUT` once a send could not take all.
+    private static let watched = EPOLLIN.rawValue | EPOLLRDHUP.rawValue | EPOLLET.rawValue
+
+    /// `connection`'s client is behind: its socket is watched for room to write too (unless not watched yet, when the
+    /// watch includes it).
+    func watchWritable(_ connection: PlainConnection) {
+        loop.changeEvents(of: connection.socket, to: Self.watched | EPOLLOUT.rawValue)
     }
 
     private func forget(_ connection: PlainConnection) {

@@ -91,6 +91,16 @@ final class StreamLoop: EventLoop {
         confined.watchers[descriptor] = (generation, watcher)
     }
 
+    /// Watches a watched `descriptor` for `events` instead (nothing if it is not watched). On the loop.
+    func changeEvents(of descriptor: Int32, to events: UInt32) {
+        preconditionInEventLoop()
+        guard let entry = confined.watchers[descriptor] else { return }
+        var event = epoll_event()
+        event.events = events
+        event.data.u64 = UInt64(entry.generation) << 32 | UInt64(UInt32(bitPattern: descriptor))
+        epoll_ctl(epoll, EPOLL_CTL_MOD, descriptor, &event)
+    }
+
     /// Stops watching `descriptor` (before it is closed, or handed to another owner). On the loop.
     func unwatch(_ descriptor: Int32) {
         preconditionInEventLoop()
