@@ -57,16 +57,11 @@ final class PlainConnection: StreamSink {
         return true
     }
 
-    /// Reads what has arrived, before the socket is watched (`PlainConnections.admit`).
-    func readArrived() {
-        readAvailable()
-    }
-
     // MARK: Events
 
     /// What `epoll` reported for the socket.
     func ready(_ events: UInt32) {
-        if events & EPOLLIN.rawValue != 0 { readAvailable() }
+        if events & EPOLLIN.rawValue != 0 { readArrived() }
         if case .closed = state { return }
         if events & (EPOLLRDHUP.rawValue | EPOLLHUP.rawValue | EPOLLERR.rawValue) != 0 {
             hungUp()
@@ -91,7 +86,8 @@ final class PlainConnection: StreamSink {
         close()
     }
 
-    private func readAvailable() {
+    /// Reads what has arrived (also at the accept, before the socket is watched: `PlainConnections.admit`).
+    func readArrived() {
         let scratch = owner.readBuffer
         while true {
             if case .closed = state { return }
@@ -161,7 +157,9 @@ final class PlainConnection: StreamSink {
         state = .streaming(stream)
         head = ByteBuffer()
         StreamRoute.openedWithoutPipeline.increment()
-        unsent.prepend(LeanStreamHandler.chunkedHead(response, allocator: ByteBufferAllocator()))
+        let responseHead = LeanStreamHandler.chunkedHead(response, allocator: ByteBufferAllocator())
+        unsent.prepend(responseHead)
+        unsentBytes += responseHead.readableBytes
         headSent = true
         sendUnsent()
         let connection = NIOLoopBound(self, eventLoop: owner.loop)
@@ -175,7 +173,7 @@ final class PlainConnection: StreamSink {
     private func endStream(_ reason: StreamConnection.EndReason) {
         guard case .streaming = state else { return }
         if reason != .clientGone {
-            unsent.append(ByteBuffer(staticString: "0\r\n\r\n"))
+            queue(ByteBuffer(staticString: "0\r\n\r\n"))
             sendUnsent()
         }
         close()
