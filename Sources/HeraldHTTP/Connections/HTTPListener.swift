@@ -56,6 +56,12 @@ struct HTTPListener: Service {
         }
         // A listening socket that closes on its own (it should not) ends the service too.
         for listener in listeners { listener.channel.closeFuture.whenComplete { _ in shutDown() } }
+        try await Self.wait(for: allClosed, shutDown: shutDown)
+    }
+
+    /// Returns once `allClosed` is complete, which `shutDown` brings about when a graceful shutdown begins; a
+    /// cancelled service stops waiting at once.
+    static func wait(for allClosed: EventLoopPromise<Void>, shutDown: @escaping @Sendable () -> Void) async throws {
         try await withTaskCancellationHandler {
             try await withGracefulShutdownHandler {
                 try await allClosed.futureResult.get()

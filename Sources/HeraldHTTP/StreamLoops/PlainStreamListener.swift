@@ -34,19 +34,28 @@ struct PlainStreamListener: Service {
     }
 
     func run() async throws {
-        if port != 0 { try await HTTPListener.claim(host: host, port: port, on: eventLoopGroup.any()) }
-        let address = try SocketAddress.makeAddressResolvingHost(host, port: port)
-        var sockets = [try Self.listen(on: address)]
         var loops: [StreamLoop] = []
+        do {
+            for index in 0..<max(loopCount, 1) { loops.append(try StreamLoop(name: "herald-streams-\(index)")) }
+            try await serve(on: loops)
+        } catch {
+            await Self.stop(loops)
+            throw error
+        }
+        await Self.stop(loops)
+    }
+
+    /// Listens on every loop and serves until the node shuts down.
+    private func serve(on loops: [StreamLoop]) async throws {
+        if port != 0 { try await HTTPListener.claim(host: host, port: port, on: eventLoopGroup.any()) }
+        var sockets = [try Self.listen(on: try SocketAddress.makeAddressResolvingHost(host, port: port))]
         let boundPort: Int
         do {
             boundPort = try Self.port(of: sockets[0])
             let bound = try SocketAddress.makeAddressResolvingHost(host, port: boundPort)
-            for _ in 1..<max(loopCount, 1) { sockets.append(try Self.listen(on: bound)) }
-            for index in sockets.indices { loops.append(try StreamLoop(name: "herald-streams-\(index)")) }
+            while sockets.count < loops.count { sockets.append(try Self.listen(on: bound)) }
         } catch {
             for socket in sockets { Glibc.close(socket) }
-            for loop in loops { try? await loop.shutdownGracefully() }
             throw error
         }
         let adoption = Adoption(connections: connections, group: eventLoopGroup, logger: logger)
@@ -62,31 +71,20 @@ struct PlainStreamListener: Service {
                 started.append((loop, connections))
             }
         } catch {
+            // The started loops' sockets close with their loops.
             for socket in sockets.dropFirst(started.count) { Glibc.close(socket) }
-            for loop in loops { try? await loop.shutdownGracefully() }
             throw error
         }
         logger.info("Server started and listening on \(host):\(boundPort)")
         let allClosed = eventLoopGroup.any().makePromise(of: Void.self)
-        let shutDown: @Sendable () -> Void = { [started] in
+        try await HTTPListener.wait(for: allClosed) { [started] in
             var closed = started.map { loop, connections in loop.flatSubmit { connections.value.quiesce() } }
             closed.append(adoption.quiesce())
             allClosed.completeWith(EventLoopFuture.andAllComplete(closed, on: allClosed.futureResult.eventLoop))
         }
-        do {
-            try await withTaskCancellationHandler {
-                try await withGracefulShutdownHandler {
-                    try await allClosed.futureResult.get()
-                } onGracefulShutdown: {
-                    shutDown()
-                }
-            } onCancel: {
-                allClosed.fail(CancellationError())
-            }
-        } catch {
-            for loop in loops { try? await loop.shutdownGracefully() }
-            throw error
-        }
+    }
+
+    private static func stop(_ loops: [StreamLoop]) async {
         for loop in loops { try? await loop.shutdownGracefully() }
     }
 

@@ -40,7 +40,6 @@ final class StreamLoop: EventLoop {
         var generation: UInt32 = 0
         /// Few at a time (a loop's heartbeats, the head clock of its connections), so a list, not a heap.
         var timers: [Timer] = []
-        var nextTimerID: UInt64 = 0
         var onStop: [() -> Void] = []
     }
 
@@ -50,6 +49,7 @@ final class StreamLoop: EventLoop {
     private let inbox = NIOLockedValueBox(Inbox())
     private let confined = Confined()
     private let thread = Atomic<UInt>(0)
+    private let timerIDs = Atomic<UInt64>(0)
     private let stopped = DispatchGroup()
 
     /// A loop on a thread of its own, running until `shutdownGracefully`.
@@ -137,11 +137,8 @@ final class StreamLoop: EventLoop {
     @discardableResult
     func scheduleTask<T>(deadline: NIODeadline, _ task: @escaping @Sendable () throws -> T) -> Scheduled<T> {
         let promise = makePromise(of: T.self)
-        let id = NIOLockedValueBox<UInt64?>(nil)
+        let timerID = timerIDs.wrappingAdd(1, ordering: .relaxed).newValue
         let schedule: @Sendable () -> Void = {
-            self.confined.nextTimerID &+= 1
-            let timerID = self.confined.nextTimerID
-            id.withLockedValue { $0 = timerID }
             self.confined.timers.append(
                 Timer(
                     id: timerID, deadline: deadline,
@@ -157,9 +154,7 @@ final class StreamLoop: EventLoop {
         if inEventLoop { schedule() } else { execute(schedule) }
         return Scheduled(promise: promise) {
             self.execute {
-                guard let timerID = id.withLockedValue({ $0 }),
-                      let index = self.confined.timers.firstIndex(where: { $0.id == timerID })
-                else { return }
+                guard let index = self.confined.timers.firstIndex(where: { $0.id == timerID }) else { return }
                 self.confined.timers.remove(at: index)
                 promise.fail(EventLoopError.cancelled)
             }
