@@ -236,35 +236,46 @@ struct LoadContext: Sendable {
     /// Opens `subscribers` streams over `paths` (subscriber `i` reads `paths[i % paths.count]`), `connectBatch`
     /// at a time; each returns once it is ready (Herald: `: connected`; plain mode: the 200 head).
     private func openSubscribers(paths: [String], expected: Int, progress: Progress) async throws -> [Subscriber] {
+        try await openSubscribersTimed(paths: paths, expected: expected, progress: progress).subscribers
+    }
+
+    /// `openSubscribers`, with how long each took from its connect to its being ready.
+    private func openSubscribersTimed(
+        paths: [String], expected: Int, progress: Progress
+    ) async throws -> (subscribers: [Subscriber], openNanos: [Int64]) {
         var opened: [Subscriber] = []
+        var openNanos: [Int64] = []
+        openNanos.reserveCapacity(subscribers)
         opened.reserveCapacity(subscribers)
         var next = 0
         while next < subscribers {
             let range = next..<min(subscribers, next + connectBatch)
-            let batch = await withTaskGroup(of: Result<Subscriber, any Error>.self) { tasks in
+            let batch = await withTaskGroup(of: Result<(Subscriber, Int64), any Error>.self) { tasks in
                 for index in range {
                     let path = paths[index % paths.count]
                     tasks.addTask { [target, userHeaders, group, transport] in
                         do {
-                            return .success(
-                                try await Subscriber.open(
-                                    target, path: path, source: index % paths.count, headers: userHeaders, transport: transport,
-                                    expected: expected, progress: progress, group: group
-                                )
+                            let start = Now.nanos()
+                            let subscriber = try await Subscriber.open(
+                                target, path: path, source: index % paths.count, headers: userHeaders, transport: transport,
+                                expected: expected, progress: progress, group: group
                             )
+                            return .success((subscriber, Int64(Now.nanos() - start)))
                         } catch {
                             return .failure(error)
                         }
                     }
                 }
-                var results: [Result<Subscriber, any Error>] = []
+                var results: [Result<(Subscriber, Int64), any Error>] = []
                 for await result in tasks { results.append(result) }
                 return results
             }
             var failure: (any Error)?
             for result in batch {
                 switch result {
-                case .success(let subscriber): opened.append(subscriber)
+                case .success(let (subscriber, nanos)):
+                    opened.append(subscriber)
+                    openNanos.append(nanos)
                 case .failure(let error): failure = failure ?? error
                 }
             }
@@ -274,7 +285,7 @@ struct LoadContext: Sendable {
             }
             next = range.upperBound
         }
-        return opened
+        return (opened, openNanos)
     }
 
     // MARK: Deltas
@@ -506,7 +517,7 @@ struct LoadContext: Sendable {
         let rssBefore = probes.serverRSSKiB()
         let cpuBefore = CPUSample.take(probes)
         let openStart = Now.nanos()
-        let streams = try await openSubscribers(paths: streamPaths(threads: threadIDs), expected: 0, progress: progress)
+        let (streams, openNanos) = try await openSubscribersTimed(paths: streamPaths(threads: threadIDs), expected: 0, progress: progress)
         let openSeconds = Double(Now.nanos() - openStart) / 1e9
         let cpuOpen = CPUSample.take(probes) - cpuBefore
         log("\(streams.count) connections open in \(String(format: "%.2f", openSeconds)) s; holding \(holdSeconds) s")
@@ -529,6 +540,11 @@ struct LoadContext: Sendable {
                 openSeconds, Double(streams.count) / max(openSeconds, 1e-9), connectBatch, closedEarly
             )
         )
+        let opens = Percentiles(openNanos)
+        report.line(
+            "each open, connect to ready: p50 \(opens.ms(0.5)) ms, p99 \(opens.ms(0.99)) ms, max \(Percentiles.ms(opens.max)) ms; "
+                + String(format: "load tool CPU to open them %.2f s", cpuOpen.own)
+        )
         if pid != nil {
             report.line(
                 "herald: RSS \(formatMiB(rssBefore)) before, \(formatMiB(rssOpen)) with the connections, "
@@ -548,6 +564,9 @@ struct LoadContext: Sendable {
         report.field("rss_closed_kib", rssClosed.map(String.init) ?? "-")
         report.field("kib_per_connection", perConnection, decimals: 1)
         report.field("herald_cpu_open_s", cpuOpen.herald, decimals: 2)
+        report.field("open_p50_ms", opens.ms(0.5))
+        report.field("open_p99_ms", opens.ms(0.99))
+        report.field("tool_cpu_open_s", cpuOpen.own, decimals: 2)
         report.print()
         return closedEarly == 0
     }
