@@ -1,10 +1,12 @@
 #ifndef HERALD_CEPOLL_SHIM_H
 #define HERALD_CEPOLL_SHIM_H
-// What Herald's own stream loops need of Linux that Glibc's Swift module leaves out: epoll, eventfd, accept4.
+// What Herald's own stream loops need of Linux that Glibc's Swift module leaves out: epoll, eventfd, accept4,
+// naming a thread.
 // (Not through _GNU_SOURCE, which would give these headers' shared types another shape than other modules see.)
 #include <netinet/in.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -22,5 +24,10 @@ static inline int cepoll_local_port(int socket) {
     if (getsockname(socket, (struct sockaddr *)&address, &length) != 0) return -1;
     if (address.ss_family == AF_INET6) return ntohs(((struct sockaddr_in6 *)&address)->sin6_port);
     return ntohs(((struct sockaddr_in *)&address)->sin_port);
+}
+
+/// Names the calling thread (what `top -H` and /proc show; Linux keeps the first 15 bytes).
+static inline void cepoll_name_thread(const char *name) {
+    prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0);
 }
 #endif

@@ -99,8 +99,8 @@ public enum HeraldApplication {
         if !tracing {
             // With tracing, every request gets its span from the router's middleware.
             handoff.answerNow = { request, body, logger in webhooks.answerNow(request, body: body, logger: logger) }
-            handoff.openStreamNow = { request, eventLoop, logger, attach in
-                streams.openNow(request, on: eventLoop, logger: logger, attach: attach)
+            handoff.openStreamNow = { request, mayWait, eventLoop, logger, attach in
+                streams.openNow(request, mayWait: mayWait, on: eventLoop, logger: logger, attach: attach)
             }
         }
         let tls = try configuration.serverTLS.map { try ServerTLS(files: $0) }

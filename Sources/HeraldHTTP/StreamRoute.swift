@@ -50,8 +50,10 @@ struct StreamRoute {
         /// Another stream of the thread is opening the whole way (`ThreadOpenings`): asked again once that is over
         /// (the future, on the connection's loop), this one most likely opens on the loop.
         case afterOpening(EventLoopFuture<Void>)
-        /// Not on the loop: the router opens it, or answers what is wrong.
-        case declined
+        /// Not on the loop: the router opens it, or answers what is wrong. With the thread's opening claimed for it
+        /// when the request may well open the thread (`ThreadOpenings.waitOrClaim`): the caller releases the claim
+        /// once the request is answered or its connection closed.
+        case declined(ThreadOpenings.Claim?)
     }
 
     /// `stream` without suspending, for a request on its connection's event loop: a thread a stream on this node
@@ -59,36 +61,46 @@ struct StreamRoute {
     /// `Authorization` header or the `access_token` query parameter), no `Origin` (CORS) and valid parameters,
     /// while the node is not draining. What the router's middleware would record, it records (the stream count,
     /// the debug line). Declined, with nothing opened, for anything else: the request then goes through the
-    /// router, which opens it the whole way or answers what is wrong.
+    /// router, which opens it the whole way or answers what is wrong. A well-formed request for a thread not
+    /// watched here (or with a token not verified yet) waits for another stream of the thread opening the whole
+    /// way (if `mayWait`), or when there is none, is declined with that opening claimed for it.
     func openNow(
-        _ request: StreamRequest, on eventLoop: any EventLoop, logger: Logger, attach: (StreamConnection) throws -> any StreamSink
+        _ request: StreamRequest, mayWait: Bool, on eventLoop: any EventLoop, logger: Logger,
+        attach: (StreamConnection) throws -> any StreamSink
     ) -> OpenNow {
         let start = ContinuousClock.now
-        guard !drain.isDraining else { return .declined }
+        guard !drain.isDraining else { return .declined(nil) }
         let uri = URI(request.target)
         guard uri.path.hasPrefix(Self.pathPrefix), let thread = UUID(text: uri.path.dropFirst(Self.pathPrefix.utf8.count)) else {
-            return .declined
+            return .declined(nil)
         }
         let query = uri.queryParameters
         let token: String
         if let authorization = request.authorization {
             guard authorization.utf8.count > 7, authorization.utf8.prefix(7).lazy.map({ $0 | 0x20 }).elementsEqual("bearer ".utf8) else {
-                return .declined
+                return .declined(nil)
             }
             token = String(authorization.utf8.dropFirst(7))!
         } else if let fromQuery = query.get("access_token") {
             token = String(fromQuery)
         } else {
-            return .declined
+            return .declined(nil)
         }
-        guard let user = tokens.knownUser(ofToken: token), let heartbeat = heartbeatStyle(query.get("heartbeat").map { String($0) }) else {
-            return .declined
-        }
-        guard let connection = opener.openNow(
-            thread: thread, user: user, start: StreamOpener.start(lastEventID: request.lastEventID ?? query.get("last_event_id").map { String($0) }),
-            heartbeat: heartbeat, quota: opener.quota(of: user), eventLoop: eventLoop, logger: logger, attach: attach
-        ) else {
-            return opener.openings.afterOpening(thread, on: eventLoop).map { .afterOpening($0) } ?? .declined
+        guard let heartbeat = heartbeatStyle(query.get("heartbeat").map { String($0) }) else { return .declined(nil) }
+        // A token not verified yet (on a node that has just started, say) is verified by the router, and a thread not
+        // watched here yet is opened there: once, for the thread's streams that arrive meanwhile.
+        guard let user = tokens.knownUser(ofToken: token),
+              let connection = opener.openNow(
+                  thread: thread, user: user,
+                  start: StreamOpener.start(lastEventID: request.lastEventID ?? query.get("last_event_id").map { String($0) }),
+                  heartbeat: heartbeat, quota: opener.quota(of: user), eventLoop: eventLoop, logger: logger, attach: attach
+              )
+        else {
+            guard mayWait else { return .declined(opener.openings.claim(thread)) }
+            switch opener.openings.waitOrClaim(thread, on: eventLoop) {
+            case .wait(let opened): return .afterOpening(opened)
+            case .claimed(let claim): return .declined(claim)
+            }
         }
         Self.opened.increment()
         Self.openedOnLoop.increment()

@@ -421,6 +421,53 @@ struct RequestHandoffTests {
         }
     }
 
+    @Test("streams of a thread nobody watches yet, asked for at once with a token the node has not verified yet: the first goes the whole way, the others wait for it and open on the loop; with a token that fails, all get 401")
+    func coldThreadsStreamsAtOnce() async throws {
+        try await withStack(proxiedDatabase: true) { stack in
+            let api = stack.api()
+            let thread = try await api.createThread()
+            // A token of Alice's the node has never seen (another expiry): the first request verifies it.
+            let unseen = try await Stack.mintToken(user: "alice", ttl: "2h")
+            let forged = String(unseen.dropLast(4)) + "AAAA"
+            func streamRequest(_ token: String) -> String {
+                "GET /chats/sse/\(thread) HTTP/1.1\r\nHost: herald\r\nAuthorization: Bearer \(token)\r\n\r\n"
+            }
+            let proxy = try #require(stack.databaseProxy)
+
+            // A forged token: the one request that claims the thread's opening is refused before any open begins,
+            // and the others, which waited for it, are not left waiting.
+            var refused: [RawConnection] = []
+            for _ in 0..<4 { refused.append(try await RawConnection.open(port: stack.node.port)) }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for connection in refused { group.addTask { try await connection.send(streamRequest(forged)) } }
+                try await group.waitForAll()
+            }
+            for connection in refused {
+                #expect(await connection.waitForReceived(containing: "HTTP/1.1 401", timeout: .seconds(10)), "\(connection.received)")
+            }
+
+            // PostgreSQL answers nothing while the requests arrive: whichever comes first goes the whole way and
+            // stops at its owner check, and the others, though their token is not known yet either, wait for it.
+            await proxy.hold()
+            var streams: [RawConnection] = []
+            for _ in 0..<6 { streams.append(try await RawConnection.open(port: stack.node.port)) }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for connection in streams { group.addTask { try await connection.send(streamRequest(unseen)) } }
+                try await group.waitForAll()
+            }
+            try await Task.sleep(for: .milliseconds(300))
+            for connection in streams { #expect(connection.received.isEmpty, "\(connection.received)") }
+            await proxy.release()
+            for connection in streams {
+                #expect(await connection.waitForReceived(containing: ": connected", timeout: .seconds(10)), "\(connection.received)")
+            }
+            // Only the first went through the router; without the claim, all six would have (the token unknown).
+            #expect(try await api.metric("herald_sse_opened_on_loop_total") == 5)
+            #expect(try await api.metric("herald_sse_opened_without_pipeline_total") == 5)
+            #expect(try await api.metric("herald_sse_connections") == 6)
+        }
+    }
+
     /// What a connection received after its first response (one with a `Content-Length`).
     static func afterFirstResponse(_ received: [UInt8]) throws -> [UInt8] {
         let headEnd = try #require(received.firstRange(of: Array("\r\n\r\n".utf8)))

@@ -28,7 +28,7 @@ final class LeanStreamHandler: ChannelInboundHandler, RemovableChannelHandler {
         case awaitingRequest
         /// A plain stream request whose thread is opening for another stream (`StreamRoute.OpenNow.afterOpening`):
         /// asked again when that is over.
-        case waitingForThread(head: ByteBuffer)
+        case waitingForThread(StreamRequest, head: ByteBuffer)
         case streaming(StreamConnection)
         /// The full pipeline has the connection; this handler is on its way out.
         case passed
@@ -94,7 +94,7 @@ final class LeanStreamHandler: ChannelInboundHandler, RemovableChannelHandler {
             return
         case .passed:
             context.fireChannelRead(data)
-        case .waitingForThread(var head):
+        case .waitingForThread(_, var head):
             // More than the one request: not a plain stream client, which the full pipeline serves.
             head.writeImmutableBuffer(unwrapInboundIn(data))
             passToFullPipeline(head, context: context)
@@ -116,17 +116,8 @@ final class LeanStreamHandler: ChannelInboundHandler, RemovableChannelHandler {
             case .complete:
                 headClock?.timer.cancel()
                 if let request = StreamRequest(head: bytes) {
-                    switch runner.openStreamNow?(request, context.eventLoop, runner.logger, StreamOutlet.attacher(context.channel)) {
-                    case .opened(let response, let stream):
-                        begin(response, stream, context: context)
-                        return
-                    case .afterOpening(let opened):
-                        state = .waitingForThread(head: bytes)
-                        opened.assumeIsolated().whenComplete { _ in self.askAgain(request) }
-                        return
-                    case .declined, nil:
-                        break
-                    }
+                    open(request, head: bytes, context: context)
+                    return
                 }
             case .other:
                 headClock?.timer.cancel()
@@ -135,17 +126,29 @@ final class LeanStreamHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
-    /// The open of the thread this request waited for is over: the stream opens on the loop if it can now, and goes
-    /// through the full pipeline if not.
-    private func askAgain(_ request: StreamRequest) {
-        guard case .waitingForThread(let head) = state, let context else { return }
-        if case .opened(let response, let stream)? = runner.openStreamNow?(
-            request, context.eventLoop, runner.logger, StreamOutlet.attacher(context.channel)
-        ) {
+    /// Opens the stream on the loop, or waits for the thread's open in flight (`mayWait`, the first time), or passes
+    /// the request (`head`, its bytes) to the full pipeline.
+    private func open(_ request: StreamRequest, head: ByteBuffer, context: ChannelHandlerContext, mayWait: Bool = true) {
+        switch runner.openStreamNow?(request, mayWait, context.eventLoop, runner.logger, StreamOutlet.attacher(context.channel)) {
+        case .opened(let response, let stream):
             begin(response, stream, context: context)
-        } else {
+        case .afterOpening(let opened):
+            state = .waitingForThread(request, head: head)
+            opened.assumeIsolated().whenComplete { _ in self.askAgain() }
+        case .declined(let claim):
+            // Released once the full pipeline has answered and closed, if the route has not taken it over.
+            if let claim { context.channel.closeFuture.whenComplete { _ in claim.release() } }
+            passToFullPipeline(head, context: context)
+        case nil:
             passToFullPipeline(head, context: context)
         }
+    }
+
+    /// The open of the thread this request waited for is over: the stream opens on the loop if it can now, and goes
+    /// through the full pipeline if not.
+    private func askAgain() {
+        guard case .waitingForThread(let request, let head) = state, let context else { return }
+        open(request, head: head, context: context, mayWait: false)
     }
 
     /// The stream is open (its frames wait in the outlet): the head goes out, then whatever waits.

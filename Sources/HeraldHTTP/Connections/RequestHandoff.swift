@@ -47,9 +47,12 @@ final class RequestHandoff: ChannelDuplexHandler, RemovableChannelHandler {
         /// the request goes through the router.
         var answerNow: (@Sendable (HTTPRequest, ByteBuffer, Logger) -> EventLoopFuture<(HTTPResponse, ByteBuffer)>?)? = nil
         /// Opens an event stream on the event loop when it can (`StreamRoute.openNow`); when it does not, the request
-        /// goes through the router (`LeanStreamHandler` first waits for an open of the same thread in flight).
-        /// It opens on the loop given, with the sink the last argument makes of the stream there.
-        var openStreamNow: (@Sendable (StreamRequest, any EventLoop, Logger, (StreamConnection) throws -> any StreamSink) -> StreamRoute.OpenNow)? = nil
+        /// goes through the router, after waiting for an open of the same thread in flight if the caller may wait
+        /// (`LeanStreamHandler` and the stream loops do, once). It opens on the loop given, with the sink the last
+        /// argument makes of the stream there.
+        var openStreamNow: (
+            @Sendable (StreamRequest, _ mayWait: Bool, any EventLoop, Logger, (StreamConnection) throws -> any StreamSink) -> StreamRoute.OpenNow
+        )? = nil
 
         enum Kind {
             case stream
@@ -258,10 +261,15 @@ final class RequestHandoff: ChannelDuplexHandler, RemovableChannelHandler {
         case .stream, .webSocket:
             mode = .streaming
             fateIs(.stream)
-            if kind == .stream, let request = StreamRequest(head),
-               case .opened(let response, let stream)? = runner.openStreamNow?(request, context.eventLoop, runner.logger, StreamOutlet.attacher(context.channel)) {
+            let openedNow = kind == .stream ? StreamRequest(head).flatMap {
+                runner.openStreamNow?($0, false, context.eventLoop, runner.logger, StreamOutlet.attacher(context.channel))
+            } : nil
+            switch openedNow {
+            case .opened(let response, let stream)?:
                 startStream(response, stream)
-            } else {
+            case .declined(let claim)?:
+                run(head, body: ByteBuffer(), context: context, releasingWhenAnswered: claim)
+            case .afterOpening?, nil:
                 run(head, body: ByteBuffer(), context: context)
             }
         case .webhook:
@@ -316,7 +324,11 @@ final class RequestHandoff: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    private func run(_ head: HTTPRequest, body: ByteBuffer, context: ChannelHandlerContext) {
+    /// Runs a request through the router in a task of its own; `claim`, the thread's opening claimed for a stream
+    /// request, is released once the router has answered.
+    private func run(
+        _ head: HTTPRequest, body: ByteBuffer, context: ChannelHandlerContext, releasingWhenAnswered claim: ThreadOpenings.Claim? = nil
+    ) {
         let runner = self.runner
         let channel = context.channel
         let handoff = NIOLoopBound(self, eventLoop: context.eventLoop)
@@ -331,6 +343,9 @@ final class RequestHandoff: ChannelDuplexHandler, RemovableChannelHandler {
             } catch {
                 response = Response(status: .internalServerError)
             }
+            // Answered: an open the route began has taken the claim over; if none began, the thread's other streams
+            // waiting for it ask again.
+            claim?.release()
             let head = response.head
             let taken = slot.value
             if taken != nil {

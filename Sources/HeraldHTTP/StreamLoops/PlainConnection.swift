@@ -129,27 +129,25 @@ final class PlainConnection: StreamSink {
         }
     }
 
-    private func open(_ request: StreamRequest) {
-        switch owner.openStreamNow(request, sink: self) {
+    /// Opens the stream on the loop, or waits for the thread's open in flight (`mayWait`, the first time), or hands
+    /// the connection to the full pipeline.
+    private func open(_ request: StreamRequest, mayWait: Bool = true) {
+        switch owner.openStreamNow(request, mayWait: mayWait, sink: self) {
         case .opened(let response, let stream):
             begin(response, stream)
         case .afterOpening(let opened):
             state = .waitingForThread(request)
             let connection = NIOLoopBound(self, eventLoop: owner.loop)
             opened.whenComplete { _ in connection.value.askAgain() }
-        case .declined:
-            owner.handOver(self, head: head)
+        case .declined(let claim):
+            owner.handOver(self, head: head, claim: claim)
         }
     }
 
     /// The open this request waited for is over: it opens here if it can now, and goes to the full pipeline if not.
     private func askAgain() {
         guard case .waitingForThread(let request) = state else { return }
-        if case .opened(let response, let stream) = owner.openStreamNow(request, sink: self) {
-            begin(response, stream)
-        } else {
-            owner.handOver(self, head: head)
-        }
+        open(request, mayWait: false)
     }
 
     /// The stream is open (what it wrote waits here): the head goes out first, then the rest.

@@ -59,8 +59,8 @@ final class PlainConnections {
 
     // MARK: For the connections
 
-    func openStreamNow(_ request: StreamRequest, sink: PlainConnection) -> StreamRoute.OpenNow {
-        shared.runner.openStreamNow?(request, loop, shared.runner.logger) { _ in sink } ?? .declined
+    func openStreamNow(_ request: StreamRequest, mayWait: Bool, sink: PlainConnection) -> StreamRoute.OpenNow {
+        shared.runner.openStreamNow?(request, mayWait, loop, shared.runner.logger) { _ in sink } ?? .declined(nil)
     }
 
     /// `connection` closed its socket's life here.
@@ -70,12 +70,13 @@ final class PlainConnections {
         forget(connection)
     }
 
-    /// `connection` goes to NIO's full pipeline with `head`, what was read of it.
-    func handOver(_ connection: PlainConnection, head: ByteBuffer) {
+    /// `connection` goes to NIO's full pipeline with `head`, what was read of it, and the claim of its thread's
+    /// opening if it holds one (released when the connection closes, if the route's open has not taken it over).
+    func handOver(_ connection: PlainConnection, head: ByteBuffer, claim: ThreadOpenings.Claim? = nil) {
         loop.unwatch(connection.socket)
         connection.givenAway()
         connections[connection.socket] = nil
-        shared.adoption.adopt(connection.socket, read: head, admission: .served, headDue: connection.headDue)
+        shared.adoption.adopt(connection.socket, read: head, admission: .served, headDue: connection.headDue, claim: claim)
         if let quiesced, connections.isEmpty { quiesced.succeed() }
     }
 
@@ -105,7 +106,7 @@ final class PlainConnections {
             _ = CapacityRefusal.response.withUnsafeBytes { send(socket, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             Glibc.close(socket)
         case .operatorsOnly:
-            shared.adoption.adopt(socket, read: ByteBuffer(), admission: .operatorsOnly, headDue: headDue)
+            shared.adoption.adopt(socket, read: ByteBuffer(), admission: .operatorsOnly, headDue: headDue, claim: nil)
         case .served:
             let connection = PlainConnection(socket: socket, headDue: headDue, owner: self)
             connections[socket] = connection

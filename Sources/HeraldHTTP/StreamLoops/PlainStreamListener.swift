@@ -36,7 +36,7 @@ struct PlainStreamListener: Service {
     func run() async throws {
         var loops: [StreamLoop] = []
         do {
-            for index in 0..<max(loopCount, 1) { loops.append(try StreamLoop(name: "herald-streams-\(index)")) }
+            for index in 0..<max(loopCount, 1) { loops.append(try StreamLoop(name: "stream-loop-\(index)")) }
             try await serve(on: loops)
         } catch {
             await Self.stop(loops)
@@ -136,14 +136,18 @@ struct PlainStreamListener: Service {
             self.logger = logger
         }
 
-        /// NIO takes `socket` (admitted as `admission`; its slot is given back when the channel closes).
-        func adopt(_ socket: Int32, read: ByteBuffer, admission: ConnectionGate.Admission, headDue: NIODeadline) {
+        /// NIO takes `socket` (admitted as `admission`; its slot is given back when the channel closes), and with it
+        /// `claim`, its stream request's claim of the thread's opening, released when the channel closes.
+        func adopt(
+            _ socket: Int32, read: ByteBuffer, admission: ConnectionGate.Admission, headDue: NIODeadline, claim: ThreadOpenings.Claim?
+        ) {
             let connections = self.connections
             let logger = self.logger
             ClientBootstrap(group: group)
                 .channelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
+                        if let claim { channel.closeFuture.whenComplete { _ in claim.release() } }
                         try channel.pipeline.syncOperations.addHandler(ReadAlready(read))
                         let connection = try connections.adopt(channel: channel, admission: admission, firstHeadDue: headDue, logger: logger)
                         self.track(channel)
@@ -152,6 +156,7 @@ struct PlainStreamListener: Service {
                 }
                 .withConnectedSocket(socket)
                 .whenFailure { error in
+                    claim?.release()
                     logger.warning("a connection could not be handed to NIO", metadata: ["error": "\(error)"])
                 }
         }

@@ -69,9 +69,7 @@ final class StreamLoop: EventLoop {
         stopped.enter()
         // Tasks posted before the thread runs wait in the inbox; only the thread itself asks `inEventLoop` first.
         let loop = self
-        let thread = Thread { loop.run() }
-        thread.name = name
-        thread.start()
+        Thread { loop.run() }.start()
     }
 
     // MARK: Descriptors
@@ -193,6 +191,7 @@ final class StreamLoop: EventLoop {
 
     private func run() {
         thread.store(pthread_self(), ordering: .relaxed)
+        cepoll_name_thread(name)
         var events = [epoll_event](repeating: epoll_event(), count: 256)
         while true {
             let timeout = waitMilliseconds()
