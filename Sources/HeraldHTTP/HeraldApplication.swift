@@ -128,6 +128,8 @@ public enum HeraldApplication {
             )
         }
         let limits = configuration.connectionLimits
+        // The connections, the operators' reserve, and the node's own descriptors (its pools, engine streams, loops).
+        DescriptorTable.reserve(limits.maxConnections + ConnectionLimits.operatorReserve + 512)
         let served = LimitedHTTPChannel(
             responder: ApplicationResponder.make(responder, logger: logger, serverName: Self.serverName, dates: HTTPDateCache()),
             limits: limits, gate: ConnectionGate(maxConnections: limits.maxConnections, reserve: ConnectionLimits.operatorReserve),

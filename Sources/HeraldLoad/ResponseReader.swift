@@ -41,16 +41,15 @@ struct ResponseReader {
             case .head:
                 partial.writeBuffer(&input)
                 guard let end = Self.find(Self.headEnd, in: partial) else { return }
-                let head = partial.readString(length: end + Self.headEnd.count) ?? ""
+                let head = partial.readSlice(length: end + Self.headEnd.count)!
                 input = partial
                 partial = ByteBuffer()
-                let statusLine = head.prefix { $0 != "\r" }.split(separator: " ")
-                guard statusLine.count >= 2, statusLine[0].hasPrefix("HTTP/1."), let status = Int(statusLine[1]) else {
+                guard let status = Self.status(of: head) else {
                     state = .done
                     part(.malformed)
                     return
                 }
-                state = head.lowercased().contains("\r\ntransfer-encoding: chunked\r\n") ? .chunkSize : .closeDelimited
+                state = Self.isChunked(head) ? .chunkSize : .closeDelimited
                 part(.head(status: status))
             case .closeDelimited:
                 part(.body(input))
@@ -58,11 +57,11 @@ struct ResponseReader {
             case .chunkSize:
                 partial.writeBuffer(&input)
                 guard let end = Self.find(Self.lineEnd, in: partial) else { return }
-                let line = partial.readString(length: end) ?? ""
+                let size = Self.chunkSize(partial.readSlice(length: end)!)
                 partial.moveReaderIndex(forwardBy: Self.lineEnd.count)
                 input = partial
                 partial = ByteBuffer()
-                guard let size = Int(line.prefix { $0 != ";" }, radix: 16), size >= 0 else {
+                guard let size else {
                     state = .done
                     part(.malformed)
                     return
@@ -88,19 +87,79 @@ struct ResponseReader {
     }
 
     private static func find(_ needle: [UInt8], in buffer: ByteBuffer) -> Int? {
-        buffer.withUnsafeReadableBytes { bytes in
-            guard bytes.count >= needle.count else { return nil }
-            var index = 0
-            while index <= bytes.count - needle.count {
+        buffer.withUnsafeReadableBytes { find(needle, in: $0) }
+    }
+
+    private static func find(_ needle: [UInt8], in bytes: UnsafeRawBufferPointer) -> Int? {
+        guard bytes.count >= needle.count else { return nil }
+        var index = 0
+        while index <= bytes.count - needle.count {
+            var matched = true
+            for offset in 0..<needle.count where bytes[index + offset] != needle[offset] {
+                matched = false
+                break
+            }
+            if matched { return index }
+            index += 1
+        }
+        return nil
+    }
+
+    private static let httpPrefix: [UInt8] = Array("HTTP/1.".utf8)
+    private static let chunkedField: [UInt8] = Array("\r\ntransfer-encoding: chunked\r\n".utf8)
+
+    /// The status code of a head's status line (`HTTP/1.x NNN ...`), read from its bytes.
+    private static func status(of head: ByteBuffer) -> Int? {
+        head.withUnsafeReadableBytes { bytes in
+            guard bytes.count >= 12, bytes.starts(with: httpPrefix), bytes[8] == UInt8(ascii: " ") else { return nil }
+            var status = 0
+            for index in 9..<12 {
+                guard bytes[index] >= UInt8(ascii: "0"), bytes[index] <= UInt8(ascii: "9") else { return nil }
+                status = status * 10 + Int(bytes[index] - UInt8(ascii: "0"))
+            }
+            return status
+        }
+    }
+
+    /// Whether the head has `Transfer-Encoding: chunked` (the name in any case).
+    private static func isChunked(_ head: ByteBuffer) -> Bool {
+        head.withUnsafeReadableBytes { bytes in
+            guard bytes.count >= chunkedField.count else { return false }
+            for start in 0...(bytes.count - chunkedField.count) {
                 var matched = true
-                for offset in 0..<needle.count where bytes[index + offset] != needle[offset] {
+                for offset in 0..<chunkedField.count where lowercased(bytes[start + offset]) != chunkedField[offset] {
                     matched = false
                     break
                 }
-                if matched { return index }
-                index += 1
+                if matched { return true }
             }
-            return nil
+            return false
+        }
+    }
+
+    private static func lowercased(_ byte: UInt8) -> UInt8 {
+        byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte
+    }
+
+    /// A chunk-size line's size (hexadecimal, up to an extension's `;`).
+    private static func chunkSize(_ line: ByteBuffer) -> Int? {
+        line.withUnsafeReadableBytes { bytes in
+            var size = 0
+            var digits = 0
+            for byte in bytes {
+                let value: Int
+                switch byte {
+                case UInt8(ascii: "0")...UInt8(ascii: "9"): value = Int(byte - UInt8(ascii: "0"))
+                case UInt8(ascii: "a")...UInt8(ascii: "f"): value = Int(byte - UInt8(ascii: "a")) + 10
+                case UInt8(ascii: "A")...UInt8(ascii: "F"): value = Int(byte - UInt8(ascii: "A")) + 10
+                case UInt8(ascii: ";"): return digits > 0 ? size : nil
+                default: return nil
+                }
+                guard digits < 15 else { return nil }
+                size = size * 16 + value
+                digits += 1
+            }
+            return digits > 0 ? size : nil
         }
     }
 }

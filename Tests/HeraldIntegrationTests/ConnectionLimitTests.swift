@@ -156,6 +156,21 @@ struct ConnectionLimitTests {
         }
     }
 
+    @Test("a node's descriptor table is grown for its connection cap when it starts, so that a connection storm never waits for it to grow")
+    func descriptorTableSizedAtStart() async throws {
+        var limit = rlimit()
+        getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        try #require(limit.rlim_cur > 4096, "this test needs a descriptor limit above 4 096 (ulimit -n)")
+        try await withStack(environment: ["HERALD_MAX_CONNECTIONS": "3000"]) { stack in
+            // The cap, the operators' reserve of 8 and 512 of the node's own; a table that had only grown with the
+            // node's descriptors would hold 64 to 256.
+            let status = try String(contentsOfFile: "/proc/\(stack.node.process.pid)/status", encoding: .utf8)
+            let size = status.split(separator: "\n").first { $0.hasPrefix("FDSize:") }.flatMap { Int($0.dropFirst(7).trimmingCharacters(in: .whitespaces)) }
+            #expect(try #require(size) >= 3520, "\(status)")
+            #expect(try await stack.api().request("GET", "/healthz").status == 200)
+        }
+    }
+
     @Test("the operations listener answers probes while the public listener is full, and serves nothing else")
     func operationsListener() async throws {
         let operationsPort = freeTCPPort()
