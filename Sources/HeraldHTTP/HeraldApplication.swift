@@ -1,3 +1,4 @@
+import CEpoll
 import CurlClient
 import Foundation
 import HeraldCore
@@ -128,8 +129,9 @@ public enum HeraldApplication {
             )
         }
         let limits = configuration.connectionLimits
-        // The connections, the operators' reserve, and the node's own descriptors (its pools, engine streams, loops).
-        DescriptorTable.reserve(limits.maxConnections + ConnectionLimits.operatorReserve + 512)
+        // Room for the connections, the operators' reserve and the node's own descriptors (pools, engine streams,
+        // loops) from the start, so that a storm of connections never waits for the table to grow.
+        cepoll_grow_descriptor_table(limits.maxConnections + ConnectionLimits.operatorReserve + 512)
         let served = LimitedHTTPChannel(
             responder: ApplicationResponder.make(responder, logger: logger, serverName: Self.serverName, dates: HTTPDateCache()),
             limits: limits, gate: ConnectionGate(maxConnections: limits.maxConnections, reserve: ConnectionLimits.operatorReserve),

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CEpoll
 import Foundation
 import NIOCore
 import NIOHTTP1
@@ -110,6 +111,8 @@ struct HeraldLoad: AsyncParsableCommand {
             break
         }
         let token = self.token ?? environment["HERALD_LOAD_TOKEN"]
+        // As a node does: a descriptor table that grew during the run would stall the tool at each doubling.
+        cepoll_grow_descriptor_table(subscribers + concurrency + 256)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: eventLoops)
         let passed: Result<Bool, any Error>
         do {
