@@ -519,28 +519,47 @@ struct LoadContext: Sendable {
         let progress = Progress()
         let rssBefore = probes.serverRSSKiB()
         let cpuBefore = CPUSample.take(probes)
+        let paths = streamPaths(threads: threadIDs)
         let openStart = Now.nanos()
-        let (streams, openNanos) = try await openSubscribersTimed(paths: streamPaths(threads: threadIDs), expected: 0, progress: progress)
+        // Event streams on plain sockets (`PlainSocketStreams`: the tool's pace is not the storm's); WebSockets, with
+        // their handshake, through NIO.
+        let opened: Int
+        let openNanos: [Int64]
+        let closedEarly: () -> Int
+        let closeAll: () async -> Void
+        if transport == .webSocket {
+            let (streams, nanos) = try await openSubscribersTimed(paths: paths, expected: 0, progress: progress)
+            (opened, openNanos) = (streams.count, nanos)
+            closedEarly = { progress.closedEarly.load(ordering: .relaxed) }
+            closeAll = { for stream in streams { await stream.close() } }
+        } else {
+            let streams = try await PlainSocketStreams.open(
+                target, paths: paths, headers: userHeaders, plain: transport == .plain, count: subscribers, batch: connectBatch
+            )
+            (opened, openNanos) = (streams.openNanos.count, streams.openNanos)
+            closedEarly = { streams.streams.closedByServer() }
+            closeAll = { streams.streams.closeAll() }
+        }
         let openSeconds = Double(Now.nanos() - openStart) / 1e9
         let cpuOpen = CPUSample.take(probes) - cpuBefore
-        log("\(streams.count) connections open in \(String(format: "%.2f", openSeconds)) s; holding \(holdSeconds) s")
+        log("\(opened) connections open in \(String(format: "%.2f", openSeconds)) s; holding \(holdSeconds) s")
         try await Task.sleep(for: .seconds(holdSeconds))
         let rssOpen = probes.serverRSSKiB()
-        let closedEarly = progress.closedEarly.load(ordering: .relaxed)
-        for stream in streams { await stream.close() }
+        let closedWhileHeld = closedEarly()
+        await closeAll()
         try await Task.sleep(for: .seconds(1))
         let rssClosed = probes.serverRSSKiB()
 
         var perConnection: Double?
-        if let rssBefore, let rssOpen, !streams.isEmpty {
-            perConnection = Double(rssOpen - rssBefore) / Double(streams.count)
+        if let rssBefore, let rssOpen, opened > 0 {
+            perConnection = Double(rssOpen - rssBefore) / Double(opened)
         }
         var report = Report()
-        report.line("scenario: \(streams.count) idle SSE connections over \(threadIDs.count) thread(s), held \(holdSeconds) s")
+        report.line("scenario: \(opened) idle \(transport == .webSocket ? "WebSocket" : "SSE") connections over \(threadIDs.count) thread(s), held \(holdSeconds) s")
         report.line(
             String(
                 format: "opened in %.2f s (%.0f/s, %d at a time); closed early while held: %d",
-                openSeconds, Double(streams.count) / max(openSeconds, 1e-9), connectBatch, closedEarly
+                openSeconds, Double(opened) / max(openSeconds, 1e-9), connectBatch, closedWhileHeld
             )
         )
         let opens = Percentiles(openNanos)
@@ -558,10 +577,10 @@ struct LoadContext: Sendable {
         }
         report.field("label", label)
         report.field("mode", "connections")
-        report.field("connections", streams.count)
+        report.field("connections", opened)
         report.field("threads", threadIDs.count)
         report.field("open_s", openSeconds, decimals: 2)
-        report.field("closed_early", closedEarly)
+        report.field("closed_early", closedWhileHeld)
         report.field("rss_before_kib", rssBefore.map(String.init) ?? "-")
         report.field("rss_open_kib", rssOpen.map(String.init) ?? "-")
         report.field("rss_closed_kib", rssClosed.map(String.init) ?? "-")
@@ -571,6 +590,6 @@ struct LoadContext: Sendable {
         report.field("open_p99_ms", opens.ms(0.99))
         report.field("tool_cpu_open_s", cpuOpen.own, decimals: 2)
         report.print()
-        return closedEarly == 0
+        return closedWhileHeld == 0
     }
 }
