@@ -52,7 +52,7 @@ struct HeraldLoad: AsyncParsableCommand {
     @Option(help: "Delta webhooks to post (to each thread, with --threads).") var webhooks = 2000
     @Option(help: "Webhooks per second; 0: as fast as --concurrency allows.") var rate: Double = 0
     @Option(help: "Webhook requests in flight, one keep-alive connection each.") var concurrency = 8
-    @Option(help: "Event-loop threads of this tool (subscribers and senders are spread over them).") var eventLoops = 2
+    @Option(help: "Threads of this tool: NIO event loops for the senders and WebSocket subscribers, and as many reading the event streams.") var eventLoops = 2
     @Option(help: "Padding bytes in each delta's text.") var payloadBytes = 64
     @Option(help: "Herald's pid: its RSS (VmRSS) and CPU time before and after.") var pid: Int32?
     @Option(help: "Redis server's pid: its CPU time during the measurement.") var redisPid: Int32?
@@ -145,6 +145,8 @@ struct LoadContext: Sendable {
     let holdSeconds: Double
     let drainTimeout: Double
     let connectBatch: Int
+    /// Threads reading the event streams (`--event-loops`, as many as NIO's loops).
+    let eventLoops: Int
     let label: String
     let keepThreads: Bool
     let target: Target
@@ -184,6 +186,7 @@ struct LoadContext: Sendable {
         holdSeconds = options.holdSeconds
         drainTimeout = options.drainTimeout
         connectBatch = options.connectBatch
+        eventLoops = options.eventLoops
         label = options.label
         keepThreads = options.keepThreads
         self.target = target
@@ -237,15 +240,17 @@ struct LoadContext: Sendable {
     }
 
     /// Opens `subscribers` streams over `paths` (subscriber `i` reads `paths[i % paths.count]`), `connectBatch`
-    /// at a time; each returns once it is ready (Herald: `: connected`; plain mode: the 200 head).
-    private func openSubscribers(paths: [String], expected: Int, progress: Progress) async throws -> [Subscriber] {
-        try await openSubscribersTimed(paths: paths, expected: expected, progress: progress).subscribers
-    }
-
-    /// `openSubscribers`, with how long each took from its connect to its being ready.
-    private func openSubscribersTimed(
-        paths: [String], expected: Int, progress: Progress
-    ) async throws -> (subscribers: [Subscriber], openNanos: [Int64]) {
+    /// at a time, each counted open once it is ready (Herald: `: connected`; plain mode: the 200 head; a
+    /// WebSocket: `subscribed`); with how long each took from its connect. Event streams on plain sockets,
+    /// WebSockets on NIO channels.
+    private func openSubscribers(paths: [String], expected: Int, progress: Progress) async throws -> (Subscribers, [Int64]) {
+        if transport != .webSocket {
+            let opened = try await PlainSocketStreams.open(
+                target, paths: paths, headers: userHeaders, plain: transport == .plain, count: subscribers, batch: connectBatch,
+                expected: expected, progress: progress
+            )
+            return (.sockets(opened.streams), opened.openNanos)
+        }
         var opened: [Subscriber] = []
         var openNanos: [Int64] = []
         openNanos.reserveCapacity(subscribers)
@@ -256,12 +261,12 @@ struct LoadContext: Sendable {
             let batch = await withTaskGroup(of: Result<(Subscriber, Int64), any Error>.self) { tasks in
                 for index in range {
                     let path = paths[index % paths.count]
-                    tasks.addTask { [target, userHeaders, group, transport] in
+                    tasks.addTask { [target, userHeaders, group] in
                         do {
                             let start = Now.nanos()
-                            let subscriber = try await Subscriber.open(
-                                target, path: path, source: index % paths.count, headers: userHeaders, transport: transport,
-                                expected: expected, progress: progress, group: group
+                            let subscriber = try await Subscriber.openWebSocket(
+                                target, path: path, source: index % paths.count, headers: userHeaders, expected: expected,
+                                progress: progress, group: group
                             )
                             return .success((subscriber, Int64(Now.nanos() - start)))
                         } catch {
@@ -288,7 +293,7 @@ struct LoadContext: Sendable {
             }
             next = range.upperBound
         }
-        return (opened, openNanos)
+        return (.webSockets(opened), openNanos)
     }
 
     // MARK: Deltas
@@ -336,7 +341,8 @@ struct LoadContext: Sendable {
 
         let progress = Progress()
         let openStart = Now.nanos()
-        let streams = try await openSubscribers(paths: sources.map(\.streamPath), expected: webhooks, progress: progress)
+        let (streams, _) = try await openSubscribers(paths: sources.map(\.streamPath), expected: webhooks, progress: progress)
+        try streams.startReading(threads: eventLoops)
         let openSeconds = Double(Now.nanos() - openStart) / 1e9
         let rssSubscribed = probes.serverRSSKiB()
         log("\(streams.count) subscribers connected in \(String(format: "%.2f", openSeconds)) s; posting \(webhooks * sources.count) webhooks")
@@ -391,12 +397,8 @@ struct LoadContext: Sendable {
             let (source, index) = Schedule.place(global, sources: sources.count)
             accepted[source][index] = true
         }
-        var results: [SubscriberResult] = []
-        results.reserveCapacity(streams.count)
-        for stream in streams {
-            results.append(try await stream.result(accepted: accepted[stream.source]))
-        }
-        for stream in streams { await stream.close() }
+        let results = try await streams.results(accepted: accepted)
+        await streams.closeAll()
 
         // Figures.
         let acceptedCount = sent.accepted.count
@@ -519,34 +521,16 @@ struct LoadContext: Sendable {
         let progress = Progress()
         let rssBefore = probes.serverRSSKiB()
         let cpuBefore = CPUSample.take(probes)
-        let paths = streamPaths(threads: threadIDs)
         let openStart = Now.nanos()
-        // Event streams on plain sockets (`PlainSocketStreams`: the tool's pace is not the storm's); WebSockets, with
-        // their handshake, through NIO.
-        let opened: Int
-        let openNanos: [Int64]
-        let closedEarly: () -> Int
-        let closeAll: () async -> Void
-        if transport == .webSocket {
-            let (streams, nanos) = try await openSubscribersTimed(paths: paths, expected: 0, progress: progress)
-            (opened, openNanos) = (streams.count, nanos)
-            closedEarly = { progress.closedEarly.load(ordering: .relaxed) }
-            closeAll = { for stream in streams { await stream.close() } }
-        } else {
-            let streams = try await PlainSocketStreams.open(
-                target, paths: paths, headers: userHeaders, plain: transport == .plain, count: subscribers, batch: connectBatch
-            )
-            (opened, openNanos) = (streams.openNanos.count, streams.openNanos)
-            closedEarly = { streams.streams.closedByServer() }
-            closeAll = { streams.streams.closeAll() }
-        }
+        let (streams, openNanos) = try await openSubscribers(paths: streamPaths(threads: threadIDs), expected: 0, progress: progress)
+        let opened = streams.count
         let openSeconds = Double(Now.nanos() - openStart) / 1e9
         let cpuOpen = CPUSample.take(probes) - cpuBefore
         log("\(opened) connections open in \(String(format: "%.2f", openSeconds)) s; holding \(holdSeconds) s")
         try await Task.sleep(for: .seconds(holdSeconds))
         let rssOpen = probes.serverRSSKiB()
-        let closedWhileHeld = closedEarly()
-        await closeAll()
+        let closedWhileHeld = streams.closedEarly(progress)
+        await streams.closeAll()
         try await Task.sleep(for: .seconds(1))
         let rssClosed = probes.serverRSSKiB()
 
@@ -591,5 +575,52 @@ struct LoadContext: Sendable {
         report.field("tool_cpu_open_s", cpuOpen.own, decimals: 2)
         report.print()
         return closedWhileHeld == 0
+    }
+}
+
+/// A run's open subscribers, whichever way they read.
+enum Subscribers {
+    case sockets(PlainSocketStreams)
+    case webSockets([Subscriber])
+
+    var count: Int {
+        switch self {
+        case .sockets(let streams): streams.count
+        case .webSockets(let subscribers): subscribers.count
+        }
+    }
+
+    /// Reads every stream's frames from now on (a WebSocket's channel reads them from its open).
+    func startReading(threads: Int) throws {
+        if case .sockets(let streams) = self { try streams.startReading(threads: threads) }
+    }
+
+    /// What each one saw; `accepted[source]` are the indexes its source's webhooks had accepted. Reading stops.
+    func results(accepted: [[Bool]]) async throws -> [SubscriberResult] {
+        switch self {
+        case .sockets(let streams):
+            await streams.stopReading()
+            return streams.results(accepted: accepted)
+        case .webSockets(let subscribers):
+            var results: [SubscriberResult] = []
+            results.reserveCapacity(subscribers.count)
+            for subscriber in subscribers { results.append(try await subscriber.result(accepted: accepted[subscriber.source])) }
+            return results
+        }
+    }
+
+    /// How many the server closed while they were held (idle streams, not read).
+    func closedEarly(_ progress: Progress) -> Int {
+        switch self {
+        case .sockets(let streams): streams.closedByServer()
+        case .webSockets: progress.closedEarly.load(ordering: .relaxed)
+        }
+    }
+
+    func closeAll() async {
+        switch self {
+        case .sockets(let streams): streams.closeAll()
+        case .webSockets(let subscribers): for subscriber in subscribers { await subscriber.close() }
+        }
     }
 }

@@ -1,6 +1,5 @@
 import Glibc
 import NIOCore
-import NIOHTTP1
 import NIOPosix
 import Synchronization
 
@@ -30,8 +29,8 @@ struct SubscriberResult: Sendable {
     var closedEarly = false
 }
 
-/// An open SSE subscriber: its channel and the promise fulfilled by the `: connected` comment, which Herald
-/// sends only once the thread's channel is subscribed in Redis (so no frame published afterwards is missed).
+/// An open WebSocket subscriber on a NIO channel: its channel and the promise fulfilled once the server has
+/// subscribed it to its thread (event streams are read on plain sockets: `PlainSocketStreams`).
 struct Subscriber: Sendable {
     let channel: any Channel
     let connected: EventLoopPromise<Void>
@@ -46,8 +45,9 @@ struct Subscriber: Sendable {
         case sse, plain, webSocket
     }
 
-    static func open(
-        _ target: Target, path uri: String, source: Int, headers: [(String, String)], transport: Transport, expected: Int,
+    /// A WebSocket subscribed to the thread of the stream path `uri` (`/chats/sse/<thread>`).
+    static func openWebSocket(
+        _ target: Target, path uri: String, source: Int, headers: [(String, String)], expected: Int,
         progress: Progress, group: any EventLoopGroup, timeout: TimeAmount = .seconds(15)
     ) async throws -> Subscriber {
         let host = target.hostHeader
@@ -58,20 +58,10 @@ struct Subscriber: Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     let connected = channel.eventLoop.makePromise(of: Void.self)
                     let tally = TallyBox(DeltaTally(expected: expected, progress: progress))
-                    let pipeline = channel.pipeline.syncOperations
-                    switch transport {
-                    case .sse, .plain:
-                        try pipeline.addHandler(
-                            SSESubscriberHandler(
-                                uri: uri, host: host, headers: headers, plain: transport == .plain, tally: tally, connected: connected
-                            )
-                        )
-                    case .webSocket:
-                        let thread = String(uri.split(separator: "/").last ?? "")
-                        try pipeline.addHandler(
-                            WebSocketSubscriberHandler(thread: thread, host: host, headers: headers, tally: tally, connected: connected)
-                        )
-                    }
+                    let thread = String(uri.split(separator: "/").last ?? "")
+                    try channel.pipeline.syncOperations.addHandler(
+                        WebSocketSubscriberHandler(thread: thread, host: host, headers: headers, tally: tally, connected: connected)
+                    )
                     return Subscriber(
                         channel: channel, connected: connected, source: source, tally: NIOLoopBound(tally, eventLoop: channel.eventLoop)
                     )
@@ -102,78 +92,50 @@ struct Subscriber: Sendable {
     }
 }
 
-/// Sends `GET /chats/sse/{thread}` and reads the stream with a minimal SSE parser: lines, `event: delta`, and
-/// from its `data:` line the delta text `"<index>:<send nanos>:<padding>"` the load tool posted. In plain mode
-/// (another hub) every `data:` line is read, whatever its event.
-/// Lives on its channel's event loop; all state is confined there.
-final class SSESubscriberHandler: ChannelInboundHandler {
-    typealias InboundIn = ByteBuffer
-    typealias OutboundOut = ByteBuffer
+/// An event-stream response as a subscriber reads it, whichever socket it comes from: the head's status, then the
+/// body's lines with a minimal SSE parser: `event: delta`, and from its `data:` line the delta text
+/// `"<index>:<send nanos>:<padding>"` the load tool posted; Herald's `: connected` comment. In plain mode (another
+/// hub) every `data:` line is read, whatever its event, and the stream is open at its 200 head.
+struct SSEReader {
+    /// What a read brought besides deltas.
+    struct Seen {
+        /// The response's status, when its head came in this read.
+        var status: Int?
+        /// The stream is open: Herald's `: connected`, or in plain mode the head.
+        var connected = false
+        /// The response ended (its last chunk) or could not be read.
+        var ended = false
+    }
 
-    private let uri: String
-    private let host: String
-    private let headers: [(String, String)]
     private let plain: Bool
-    private let tally: TallyBox
-    private let connected: EventLoopPromise<Void>
-
     private var response = ResponseReader()
     private var pending = ByteBuffer()
-    private var inDeltaFrame = false
+    private var inDeltaFrame: Bool
 
-    init(uri: String, host: String, headers: [(String, String)], plain: Bool, tally: TallyBox, connected: EventLoopPromise<Void>) {
-        self.uri = uri
-        self.host = host
-        self.headers = headers
+    init(plain: Bool) {
         self.plain = plain
         self.inDeltaFrame = plain
-        self.tally = tally
-        self.connected = connected
     }
 
-    func channelActive(context: ChannelHandlerContext) {
-        var request = "GET \(uri) HTTP/1.1\r\nHost: \(host)\r\nAccept: text/event-stream\r\n"
-        for (name, value) in headers { request += "\(name): \(value)\r\n" }
-        request += "\r\n"
-        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(string: request)), promise: nil)
-        context.fireChannelActive()
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let now = Now.nanos()
-        var ended = false
+    /// Reads `bytes`, received at `now`: the deltas in it go to `tally`.
+    mutating func read(_ bytes: ByteBuffer, receivedAt now: UInt64, into tally: inout DeltaTally) -> Seen {
+        var seen = Seen()
         var body = false
-        response.read(unwrapInboundIn(data)) { part in
+        response.read(bytes) { part in
             switch part {
             case .head(let status):
-                if status != 200 {
-                    connected.fail(LoadError("GET \(uri) answered \(status)"))
-                    ended = true
-                } else if plain {
-                    connected.succeed()
-                }
+                seen.status = status
+                seen.connected = plain && status == 200
             case .body(let bytes):
                 pending.writeImmutableBuffer(bytes)
                 body = true
             case .end, .malformed:
-                ended = true
+                seen.ended = true
             }
         }
-        if body { consumeLines(receivedAt: now) }
-        if ended { context.close(promise: nil) }
+        if body, consumeLines(receivedAt: now, into: &tally) { seen.connected = true }
+        return seen
     }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        connected.fail(LoadError("GET \(uri): connection closed before `: connected`"))
-        tally.tally.closed()
-        context.fireChannelInactive()
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        context.close(promise: nil)
-    }
-
-    // MARK: Parsing
 
     private enum Line {
         case blank, deltaEvent, otherEvent, connectedComment, other
@@ -181,7 +143,9 @@ final class SSESubscriberHandler: ChannelInboundHandler {
         case badData
     }
 
-    private func consumeLines(receivedAt now: UInt64) {
+    /// Whether the lines held Herald's `: connected`.
+    private mutating func consumeLines(receivedAt now: UInt64, into tally: inout DeltaTally) -> Bool {
+        var connected = false
         while true {
             let parsed: (length: Int, line: Line)? = pending.withUnsafeReadableBytes { bytes in
                 guard let base = bytes.baseAddress, let newline = memchr(base, 0x0A, bytes.count) else { return nil }
@@ -194,10 +158,10 @@ final class SSESubscriberHandler: ChannelInboundHandler {
             case .blank: inDeltaFrame = plain
             case .deltaEvent: inDeltaFrame = true
             case .otherEvent: inDeltaFrame = plain
-            case .connectedComment: connected.succeed()
+            case .connectedComment: connected = true
             case .other: break
-            case .badData: tally.tally.malformed += 1
-            case .deltaData(let index, let sent): tally.tally.record(index: index, sentNanos: sent, receivedAt: now)
+            case .badData: tally.malformed += 1
+            case .deltaData(let index, let sent): tally.record(index: index, sentNanos: sent, receivedAt: now)
             }
         }
         if pending.readableBytes == 0 {
@@ -205,6 +169,7 @@ final class SSESubscriberHandler: ChannelInboundHandler {
         } else if pending.readerIndex > 16 * 1024 {
             pending.discardReadBytes()
         }
+        return connected
     }
 
     private static let eventPrefix = Array("event: ".utf8)
