@@ -67,17 +67,8 @@ final class ThreadOpenings: Sendable {
         for promise in waiting { promise.succeed() }
     }
 
-    /// A future on `eventLoop` that succeeds once an open of `thread` in flight (or claimed) is over; nil when none is.
-    func afterOpening(_ thread: UUID, on eventLoop: any EventLoop) -> EventLoopFuture<Void>? {
-        openings.withLockedValue { openings -> EventLoopFuture<Void>? in
-            guard openings[thread] != nil else { return nil }
-            let promise = eventLoop.makePromise(of: Void.self)
-            openings[thread]?.waiting.append(promise)
-            return promise.futureResult
-        }
-    }
-
-    /// `afterOpening`, or when no open of `thread` is in flight or claimed, a claim of it for the caller.
+    /// A future on `eventLoop` that succeeds once the open of `thread` in flight (or claimed) is over, or when none
+    /// is, a claim of it for the caller.
     func waitOrClaim(_ thread: UUID, on eventLoop: any EventLoop) -> Turn {
         openings.withLockedValue { openings -> Turn in
             if let claim = claim(thread, in: &openings) { return .claimed(claim) }

@@ -160,7 +160,7 @@ final class PlainSocketStreams: @unchecked Sendable {
         var openNanos: [Int64] = []
         openNanos.reserveCapacity(opening.count)
         var events = [epoll_event](repeating: epoll_event(), count: 256)
-        var scratch = [UInt8](repeating: 0, count: 4096)
+        var buffer = ByteBufferAllocator().buffer(capacity: 4096)
         var next = 0
         while next < opening.count {
             let range = next..<min(opening.count, next + opening.batch)
@@ -190,10 +190,10 @@ final class PlainSocketStreams: @unchecked Sendable {
                         epoll_ctl(epoll, EPOLL_CTL_MOD, stream.socket, &reading)
                         continue
                     }
-                    let length = Glibc.read(stream.socket, &scratch, scratch.count)
+                    let length = Self.read(stream.socket, into: &buffer)
                     if length < 0, errno == EAGAIN || errno == EINTR { continue }
                     guard length > 0 else { throw LoadError("stream \(index): closed before it was open") }
-                    let seen = stream.reader.read(ByteBuffer(bytes: scratch[0..<length]), receivedAt: Now.nanos(), into: &stream.tally)
+                    let seen = stream.reader.read(buffer, receivedAt: Now.nanos(), into: &stream.tally)
                     if let status = seen.status, status != 200 { throw LoadError("stream \(index): answered \(status)") }
                     if seen.ended { throw LoadError("stream \(index): its response ended before it was open") }
                     if seen.connected {
@@ -233,11 +233,21 @@ final class PlainSocketStreams: @unchecked Sendable {
 
     // MARK: Reading
 
+    /// One `read` of `socket` into `buffer`, emptied first (what the readers keep of it, they copy): its result.
+    private static func read(_ socket: Int32, into buffer: inout ByteBuffer) -> Int {
+        buffer.clear()
+        var length = 0
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: buffer.capacity) { space in
+            length = Glibc.read(socket, space.baseAddress, space.count)
+            return max(length, 0)
+        }
+        return length
+    }
+
     /// A reading thread's loop over the streams its `epoll` watches: each readable stream is read once per wake-up,
     /// its frames stamped when the read returns; a stream the server closes is counted closed and no longer watched.
     private func readUntilStopped(epoll: Int32) {
         var events = [epoll_event](repeating: epoll_event(), count: 256)
-        // One buffer read into again and again (what the readers keep of it, they copy).
         var buffer = ByteBufferAllocator().buffer(capacity: 65536)
         while true {
             let ready = epoll_wait(epoll, &events, Int32(events.count), -1)
@@ -246,12 +256,7 @@ final class PlainSocketStreams: @unchecked Sendable {
             for event in events.prefix(Int(ready)) {
                 guard event.data.u64 != UInt64.max else { return }
                 let stream = streams[Int(event.data.u64)]
-                buffer.clear()
-                var length = 0
-                buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 65536) { space in
-                    length = Glibc.read(stream.socket, space.baseAddress, space.count)
-                    return max(length, 0)
-                }
+                let length = Self.read(stream.socket, into: &buffer)
                 let now = Now.nanos()
                 if length < 0, errno == EAGAIN || errno == EINTR { continue }
                 if length <= 0 {

@@ -1,3 +1,4 @@
+import Glibc
 import NIOCore
 
 /// A streamed HTTP/1.1 response as the subscribers read it: the status of its head, then its body, de-chunked
@@ -87,22 +88,7 @@ struct ResponseReader {
     }
 
     private static func find(_ needle: [UInt8], in buffer: ByteBuffer) -> Int? {
-        buffer.withUnsafeReadableBytes { find(needle, in: $0) }
-    }
-
-    private static func find(_ needle: [UInt8], in bytes: UnsafeRawBufferPointer) -> Int? {
-        guard bytes.count >= needle.count else { return nil }
-        var index = 0
-        while index <= bytes.count - needle.count {
-            var matched = true
-            for offset in 0..<needle.count where bytes[index + offset] != needle[offset] {
-                matched = false
-                break
-            }
-            if matched { return index }
-            index += 1
-        }
-        return nil
+        buffer.withUnsafeReadableBytes { Bytes.find(needle, in: $0) }
     }
 
     private static let httpPrefix: [UInt8] = Array("HTTP/1.".utf8)
@@ -161,5 +147,21 @@ struct ResponseReader {
             }
             return digits > 0 ? size : nil
         }
+    }
+}
+
+/// Byte searches the readers share.
+enum Bytes {
+    /// Where `needle` first starts in `haystack`.
+    static func find(_ needle: [UInt8], in haystack: UnsafeRawBufferPointer) -> Int? {
+        guard haystack.count >= needle.count, let base = haystack.baseAddress else { return nil }
+        var offset = 0
+        while offset + needle.count <= haystack.count {
+            guard let hit = memchr(base + offset, Int32(needle[0]), haystack.count - offset - needle.count + 1) else { return nil }
+            let position = base.distance(to: UnsafeRawPointer(hit))
+            if memcmp(base + position, needle, needle.count) == 0 { return position }
+            offset = position + 1
+        }
+        return nil
     }
 }

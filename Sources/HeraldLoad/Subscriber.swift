@@ -217,7 +217,7 @@ struct DeltaTally {
 
     /// The index and send time in a delta's text (`"delta":"<index>:<send nanos>:<padding>"`) within `bytes`.
     static func delta(in bytes: UnsafeRawBufferPointer) -> (index: Int, sentNanos: UInt64)? {
-        guard let start = find(deltaKey, in: bytes) else { return nil }
+        guard let start = Bytes.find(deltaKey, in: bytes) else { return nil }
         var position = start + deltaKey.count
         guard let index = readNumber(bytes, &position), position < bytes.count, bytes[position] == UInt8(ascii: ":") else { return nil }
         position += 1
@@ -228,18 +228,6 @@ struct DeltaTally {
     mutating func closed() {
         isClosed = true
         if !isComplete { progress.closedEarly.wrappingAdd(1, ordering: .relaxed) }
-    }
-
-    static func find(_ needle: [UInt8], in haystack: UnsafeRawBufferPointer) -> Int? {
-        guard haystack.count >= needle.count, let base = haystack.baseAddress else { return nil }
-        var offset = 0
-        while offset + needle.count <= haystack.count {
-            guard let hit = memchr(base + offset, Int32(needle[0]), haystack.count - offset - needle.count + 1) else { return nil }
-            let position = base.distance(to: UnsafeRawPointer(hit))
-            if memcmp(base + position, needle, needle.count) == 0 { return position }
-            offset = position + 1
-        }
-        return nil
     }
 
     private static func readNumber(_ bytes: UnsafeRawBufferPointer, _ position: inout Int) -> UInt64? {

@@ -70,13 +70,13 @@ final class WebSocketSubscriberHandler: ChannelInboundHandler {
             pending.withUnsafeReadableBytes { bytes in
                 let payload = UnsafeRawBufferPointer(rebasing: bytes[payloadStart..<payloadStart + payloadLength])
                 guard opcode == 0x1 else { return }
-                if DeltaTally.find(Self.deltaEvent, in: payload) != nil {
+                if Bytes.find(Self.deltaEvent, in: payload) != nil {
                     if let delta = DeltaTally.delta(in: payload) {
                         tally.tally.record(index: delta.index, sentNanos: delta.sentNanos, receivedAt: now)
                     } else {
                         tally.tally.malformed += 1
                     }
-                } else if DeltaTally.find(Self.subscribedType, in: payload) != nil {
+                } else if Bytes.find(Self.subscribedType, in: payload) != nil {
                     connected.succeed()
                 }
             }
