@@ -400,7 +400,12 @@ struct RequestHandoffTests {
             try await leaving.send(try streamRequest("alice"))
             try await Task.sleep(for: .milliseconds(300))
             for connection in [first, stranger, leaving] + waiting { #expect(connection.received.isEmpty, "\(connection.received)") }
+            // The node must have seen it go before the thread's open ends: one closed later opens, and is then forgotten.
+            let openConnections = try #require(try await api.metric("herald_connections_open"))
             await leaving.close()
+            try await eventually(timeout: .seconds(10), "the node saw the leaving client go") {
+                try await api.metric("herald_connections_open") == openConnections - 1
+            }
 
             await proxy.release()
             for connection in [first] + waiting {
