@@ -115,10 +115,13 @@ public final class RedisSubscriber: RedisPubSub {
                     channel.close(promise: nil)
                     return
                 }
-                attempt = 0
                 try? await channel.closeFuture.get()
                 guard await self.onLoop({ !$0.isShutdown }) == true else { return }
-                self.logger.warning("Redis subscriber connection lost, reconnecting")
+                // A connection that never became ready (Redis still loading its data) keeps the backoff growing.
+                if await self.onLoop({ $0.becameReady(connectionID: id) }) == true {
+                    attempt = 0
+                    self.logger.warning("Redis subscriber connection lost, reconnecting")
+                }
             } catch {
                 guard await self.onLoop({ !$0.isShutdown }) == true else { return }
                 self.logger.warning("Redis subscriber cannot connect", metadata: ["error": "\(error)"])
@@ -225,6 +228,8 @@ final class SubscriberCore {
     private var awaitingBarrier = false
     private var isReady = false
     private var hasBeenReady = false
+    /// The last connection that became ready.
+    private var readyConnectionID = 0
     private(set) var isShutdown = false
     private var sleeper: EventLoopPromise<Void>?
     private var nextWaiterID = 0
@@ -289,8 +294,13 @@ final class SubscriberCore {
         return true
     }
 
+    func becameReady(connectionID: Int) -> Bool {
+        self.readyConnectionID == connectionID
+    }
+
     private func markReady() {
         self.isReady = true
+        self.readyConnectionID = self.connectionID
         self.connectedFlag.withLock { $0 = true }
         let event: RedisSubscriber.Event = self.hasBeenReady ? .reconnected : .connected
         self.hasBeenReady = true
@@ -387,7 +397,14 @@ final class SubscriberCore {
     private func refused(_ message: String) {
         let words = message.split(separator: " ")
         guard self.commands.isSharded, words.count >= 2, words[0] == "MOVED", let slot = Int(words[1]) else {
-            self.logger.warning("Redis subscriber: error reply", metadata: ["error": "\(message)"])
+            if self.awaitingBarrier {
+                // The PING that would make this connection ready was refused (`LOADING`: Redis is still reading its
+                // data from disk): nothing more will come, so try again on a new connection.
+                self.logger.warning("Redis subscriber: not ready, reconnecting", metadata: ["error": "\(message)"])
+                self.connection?.close(promise: nil)
+            } else {
+                self.logger.warning("Redis subscriber: error reply", metadata: ["error": "\(message)"])
+            }
             return
         }
         for (channel, queue) in self.expectations where queue.first?.kind == .subscribe && HashSlot.of(channel) == slot {

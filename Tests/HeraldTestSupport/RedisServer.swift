@@ -92,10 +92,11 @@ public final class RedisServer: @unchecked Sendable {
         killer.cancel()
     }
 
-    /// Stops the server and starts it again on the same port and directory (the data survives with persistence).
-    public func restart() async throws {
+    /// Stops the server and starts it again on the same port and directory (the data survives with persistence),
+    /// with `arguments` added to its command line for this run; returns once it answers PING (its data loaded).
+    public func restart(arguments: [String] = []) async throws {
         try await self.stop()
-        try await self.launch()
+        try await self.launch(arguments: arguments)
     }
 
     /// Runs `redis-cli -p PORT args...` and returns its standard output without the trailing newline.
@@ -117,7 +118,7 @@ public final class RedisServer: @unchecked Sendable {
 
     // MARK: -
 
-    private func launch() async throws {
+    private func launch(arguments extraArguments: [String] = []) async throws {
         let process = Process()
         process.executableURL = try Self.executable("redis-server")
         var arguments = [
@@ -139,7 +140,7 @@ public final class RedisServer: @unchecked Sendable {
         } else {
             arguments += ["--appendonly", "no"]
         }
-        process.arguments = arguments
+        process.arguments = arguments + extraArguments
         process.currentDirectoryURL = self.directory
         process.standardInput = FileHandle.nullDevice
         process.standardOutput = FileHandle.nullDevice

@@ -171,6 +171,29 @@ private struct Harness {
         try await harness.stop()
         await client.close()
     }
+
+    @Test("a restart that takes seconds to load its data: refused while Redis loads, subscribed again once loaded")
+    func reconnectsAfterRedisLoadsItsData() async throws {
+        let server = try await RedisServer.start(persistence: true)
+        let client = RedisClient(configuration: RedisConfiguration(port: server.port), logger: testLogger)
+        let harness = Harness(port: server.port)
+        try await harness.subscriber.subscribe("thread:1")
+        #expect(try await eventually { harness.subscriber.isConnected })
+        _ = try await client.send("EVAL", "for i = 1, 15000 do redis.call('SET', 'key:' .. i, 'value') end", "0")
+
+        // Loading 15 000 keys at 100 µs each, answering clients every KiB read: seconds of "-LOADING" replies to
+        // the PING that marks a new subscriber connection ready, longer than the longest reconnect backoff.
+        try await server.restart(arguments: ["--key-load-delay", "100", "--loading-process-events-interval-bytes", "1024"])
+        #expect(try await eventually(timeout: .seconds(10)) { harness.events.all == [.connected, .disconnected, .reconnected] })
+        #expect(try await server.command("PUBSUB", "NUMSUB", "thread:1") == "thread:1\n1")
+        _ = try? await client.send("PING")  // may fail once: the old connection died with the server
+        #expect(try await client.send("DBSIZE") == .integer(15000))
+        #expect(try await client.send("PUBLISH", "thread:1", "loaded") == .integer(1))
+        #expect(try await eventually { harness.payloads(on: "thread:1") == ["loaded"] })
+
+        try await harness.stop()
+        await client.close()
+    }
 }
 
 /// The order in which subscribe calls gave up.

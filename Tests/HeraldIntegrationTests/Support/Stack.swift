@@ -188,9 +188,17 @@ final class Stack: Sendable {
         try? await databaseProxy?.stop()
     }
 
-    /// Logs of every process, for failure messages.
+    /// Logs of every process, for failure messages: each node's warnings and errors from the whole run (a tail can be
+    /// all request lines), then its tail.
     func logs() -> String {
-        nodes.enumerated().map { "--- node \($0.offset) ---\n\($0.element.process.log().suffix(4000))" }.joined(separator: "\n")
+        nodes.enumerated().map { index, node in
+            let log = node.process.log()
+            let warnings = log.split(separator: "\n").filter { line in
+                [" warning ", " error ", " critical "].contains { line.contains($0) }
+            }
+            return "--- node \(index): warnings and errors ---\n\(warnings.suffix(40).joined(separator: "\n"))\n"
+                + "--- node \(index): last lines ---\n\(log.suffix(4000))"
+        }.joined(separator: "\n")
             + "\n--- agent ---\n" + (agent?.log().suffix(2000) ?? "none")
     }
 }
