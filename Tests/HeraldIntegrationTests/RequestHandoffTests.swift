@@ -408,8 +408,11 @@ struct RequestHandoffTests {
             }
 
             await proxy.release()
-            for connection in [first] + waiting {
-                #expect(await connection.waitForReceived(containing: ": connected", timeout: .seconds(10)))
+            for (index, connection) in ([first] + waiting).enumerated() {
+                #expect(
+                    await connection.waitForReceived(containing: ": connected", timeout: .seconds(10)),
+                    "stream \(index): \(connection.received)\n\(stack.logs())"
+                )
             }
             #expect(await stranger.waitForReceived(containing: "HTTP/1.1 404", timeout: .seconds(10)), "\(stranger.received)")
             // The four waited and opened on the loop, with no pipeline; only the first went through the router. The

@@ -281,7 +281,10 @@ private func killGroup(_ pid: Int32) {
 /// Every child process the test support starts is spawned through `spawnLocked`: Foundation's `Process`
 /// leaves the descriptors of a spawn in progress (its exit-notification socket, pipes) inheritable, and a
 /// second spawn at that moment would carry them into an unrelated, long-lived child, after which the first
-/// child's exit is never noticed (its `waitUntilExit` hangs, it stays a zombie).
+/// child's exit is never noticed (its `waitUntilExit` hangs, it stays a zombie). Nor does it close the
+/// parent's other descriptors in the child, and SwiftNIO opens sockets without `SOCK_CLOEXEC`: a test's
+/// client connection open at a spawn would live on in that child after the test closed it, and the server
+/// would count it as open (a Redis subscriber still subscribed, an SSE stream still connected).
 enum ChildRegistry {
     /// `nonisolated(unsafe)`: only touched while holding `lock`.
     nonisolated(unsafe) private static var pids: Set<Int32> = []
@@ -302,7 +305,18 @@ enum ChildRegistry {
             sigemptyset(&none)
             pthread_sigmask(SIG_SETMASK, &none, &previous)
             defer { pthread_sigmask(SIG_SETMASK, &previous, nil) }
+            closeOnExec()
             return try body()
+        }
+    }
+
+    /// Marks every descriptor above standard error close-on-exec (a child's own pipes are dup2'ed onto 0–2 by the
+    /// spawn, which clears the flag there).
+    private static func closeOnExec() {
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? [] {
+            if let descriptor = Int32(name), descriptor > 2 {
+                _ = fcntl(descriptor, F_SETFD, FD_CLOEXEC)
+            }
         }
     }
 

@@ -193,10 +193,12 @@ private struct Harness {
         // longer than the longest reconnect backoff.
         try await server.restart(arguments: ["--key-load-delay", "2000", "--loading-process-events-interval-bytes", "1024"])
         #expect(try await eventually(timeout: .seconds(10)) { harness.events.all == [.connected, .disconnected, .reconnected] })
-        #expect(try await server.command("PUBSUB", "NUMSUB", "thread:1") == "thread:1\n1")
+        let subscribers = try await server.command("PUBSUB", "NUMSUB", "thread:1")
+        let clients = try await server.command("CLIENT", "LIST")
+        #expect(subscribers == "thread:1\n1", "\(harness.events.all), \(clients)")
         _ = try? await client.send("PING")  // may fail once: the old connection died with the server
         #expect(try await client.send("DBSIZE") == .integer(1000))
-        #expect(try await client.send("PUBLISH", "thread:1", "loaded") == .integer(1))
+        #expect(try await client.send("PUBLISH", "thread:1", "loaded") == .integer(1), "\(harness.events.all)")
         #expect(try await eventually { harness.payloads(on: "thread:1") == ["loaded"] })
 
         try await harness.stop()
