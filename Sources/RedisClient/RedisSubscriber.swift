@@ -121,6 +121,8 @@ public final class RedisSubscriber: RedisPubSub {
                 if await self.onLoop({ $0.becameReady(connectionID: id) }) == true {
                     attempt = 0
                     self.logger.warning("Redis subscriber connection lost, reconnecting")
+                } else {
+                    self.logger.debug("Redis subscriber connection closed before it was ready, reconnecting")
                 }
             } catch {
                 guard await self.onLoop({ !$0.isShutdown }) == true else { return }
@@ -294,6 +296,7 @@ final class SubscriberCore {
         return true
     }
 
+    /// Whether connection `connectionID` became ready before it closed.
     func becameReady(connectionID: Int) -> Bool {
         self.readyConnectionID == connectionID
     }
@@ -392,8 +395,8 @@ final class SubscriberCore {
         }
     }
 
-    /// An error reply to a subscription command. `MOVED <slot> …` answers the `SSUBSCRIBE`s of that slot sent to a
-    /// shard that does not own it: they fail, and their channels stop being wanted here.
+    /// An error reply to a subscription command or to the ready-`PING`. `MOVED <slot> …` answers the `SSUBSCRIBE`s of
+    /// that slot sent to a shard that does not own it: they fail, and their channels stop being wanted here.
     private func refused(_ message: String) {
         let words = message.split(separator: " ")
         guard self.commands.isSharded, words.count >= 2, words[0] == "MOVED", let slot = Int(words[1]) else {
