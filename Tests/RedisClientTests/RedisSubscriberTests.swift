@@ -189,8 +189,8 @@ private struct Harness {
         })
 
         // Loading 1 000 keys at 2 ms each (a sleep, so a busy machine does not stretch it much), answering clients
-        // every KiB read: seconds of "-LOADING" replies to the PING that marks a new subscriber connection ready,
-        // longer than the longest reconnect backoff.
+        // every KiB read: over two seconds of "-LOADING" replies to the PING that marks a new subscriber connection
+        // ready, which the subscriber's reconnects (at most 2 s apart) meet.
         try await server.restart(arguments: ["--key-load-delay", "2000", "--loading-process-events-interval-bytes", "1024"])
         #expect(try await eventually(timeout: .seconds(10)) { harness.events.all == [.connected, .disconnected, .reconnected] })
         let subscribers = try await server.command("PUBSUB", "NUMSUB", "thread:1")
